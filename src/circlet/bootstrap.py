@@ -1,0 +1,55 @@
+"""The only place that chooses adapters: build_services(settings) wires circlet together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from circlet.core.ports import Dispatcher
+from circlet.executors.local import LocalExecutor
+from circlet.http.deps import Services
+from circlet.service import Circlet
+from circlet.settings import Settings
+from circlet.store.logs import FileLogStore
+from circlet.store.migrate import migrate
+from circlet.store.sql import SqlBuildStore, make_engine
+from circlet.vcs.git import GitSourceHost
+from circlet.wire import Links
+
+
+@dataclass(frozen=True, kw_only=True)
+class App:
+    settings: Settings
+    circlet: Circlet
+    services: Services
+
+
+def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
+    if settings.executor == "local":
+        return LocalExecutor(
+            slots=settings.effective_slots,
+            workspace_root=settings.workspaces_dir,
+            source=source,
+            keep_workspaces=settings.keep_workspaces,
+            kill_grace=settings.kill_grace,
+        )
+    raise NotImplementedError(f"the {settings.executor} executor is not available yet")
+
+
+def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
+    """Construct every adapter from settings. Does not start running builds (call circlet.start())."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    if migrate_db:
+        migrate(engine)
+    store = SqlBuildStore(engine)
+    logs = FileLogStore(settings.logs_dir)
+    source = GitSourceHost(settings.mirrors_dir)
+    circlet = Circlet(
+        store=store,
+        logs=logs,
+        source=source,
+        dispatcher=build_dispatcher(settings, source),
+        base_url=settings.effective_base_url,
+    )
+    links = Links(settings.effective_base_url, settings.secret_key())
+    return App(settings=settings, circlet=circlet, services=Services(circlet=circlet, links=links))

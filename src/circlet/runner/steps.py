@@ -1,0 +1,327 @@
+"""What each kind of step does: small handlers in a table keyed by StepKind.
+
+A handler gets a StepContext (the step, its environment and directories, the action's log) and
+returns a StepResult; the JobRunner does the bookkeeping around it (action records, when-rules,
+cancel). Adding a kind, or making a recorded kind real (artifacts, caches...), means writing one
+function and putting it in HANDLERS.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from circlet.core.errors import CircletError
+from circlet.core.model import ActionStatus
+from circlet.core.plan import DEFAULT_SHELL, JobPlan, PlannedStep, StepKind
+from circlet.core.ports import CheckoutSource, LogWriter, RunRequest
+from circlet.runner.process import (
+    CANCEL_GRACE,
+    Ending,
+    StepProcess,
+    group_alive,
+    kill_groups,
+)
+from circlet.runner.workspace import NodeWorkspace, expand_path
+
+FALLBACK_SHELL = "/bin/sh -eo pipefail"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepResult:
+    """How a step ended."""
+
+    status: ActionStatus
+    exit_code: int | None = None
+    message: str | None = None  # for the build's messages (infrastructure problems)
+
+
+class ActionLog:
+    """One action's output on its way to the LogWriter; counts bytes, keeps none. One thread."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+        self.size = 0
+        self._ends_line = True
+
+    def write(self, data: bytes, at: datetime) -> None:
+        """The pump's callback: one chunk of output as it arrived."""
+        self._writer.write(data, at, "out")
+        self.size += len(data)
+        self._ends_line = data.endswith(b"\n")
+
+    def line(self, text: str) -> None:
+        """A line of circlet's own, on a line of its own."""
+        data = text.encode("utf-8", "replace") + b"\n"
+        if not self._ends_line:
+            data = b"\n" + data
+        self.write(data, datetime.now(UTC))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class NodeProcesses:
+    """The running processes of one node, so that a cancel or the end of the job can kill them.
+
+    Thread-safe. A process added after a cancel (or after the end of the job was reached) is
+    killed at once, so no race lets one slip through.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[StepProcess] = set()
+        self._leftover_groups: set[int] = set()
+        self._canceled = False
+        self._stopping = False
+
+    def add(self, proc: StepProcess) -> None:
+        with self._lock:
+            self._running.add(proc)
+            if self._canceled:
+                proc.cancel()
+            elif self._stopping:
+                proc.stop()
+
+    def done(self, proc: StepProcess) -> None:
+        """The step is over; children it left running are kept for `kill_leftovers`."""
+        with self._lock:
+            self._running.discard(proc)
+        if group_alive(proc.pgid):
+            with self._lock:
+                self._leftover_groups.add(proc.pgid)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._canceled = True
+            running = list(self._running)
+        for proc in running:
+            proc.cancel()
+
+    def stop_background(self) -> None:
+        """The node's last step is done: stop what still runs (background steps)."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._running)
+        for proc in running:
+            proc.stop()
+
+    def kill_leftovers(self, grace: float = CANCEL_GRACE) -> None:
+        """Kill the children that finished steps left behind (`server &`). Blocking, about `grace`."""
+        with self._lock:
+            groups = list(self._leftover_groups)
+            self._leftover_groups.clear()
+        kill_groups(groups, grace)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepContext:
+    """Everything a handler may use."""
+
+    request: RunRequest
+    step: PlannedStep
+    number: int  # the action's step ordinal (0, 101, 102...)
+    index: int  # the node
+    workspace: NodeWorkspace
+    workdir: Path  # the job's working directory, absolute
+    env: dict[str, str]  # the step's full environment
+    log: ActionLog
+    source: CheckoutSource
+    processes: NodeProcesses
+    kill_grace: float
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env.get("HOME") or self.workspace.home)
+
+    def directory(self) -> Path:
+        """The step's working directory: its own (relative to the job's) or the job's."""
+        if self.step.working_directory:
+            return expand_path(self.step.working_directory, home=self.home, base=self.workdir)
+        return self.workdir
+
+
+Handler = Callable[[StepContext], StepResult]
+
+
+# ------------------------------------------------------------------------- run
+
+
+def shell_for(step: PlannedStep, plan: JobPlan) -> str:
+    """Step shell > job shell > /bin/bash -eo pipefail (/bin/sh -eo pipefail without bash)."""
+    for shell in (step.shell, plan.shell):
+        if shell and shell.strip():
+            return shell
+    return DEFAULT_SHELL if os.path.exists("/bin/bash") else FALLBACK_SHELL
+
+
+def bash_command(step: PlannedStep, plan: JobPlan) -> str | None:
+    """The action's recorded `bash_command` (config.md 3.1); None for steps that are not run."""
+    if step.kind is not StepKind.RUN:
+        return None
+    return "#!" + shell_for(step, plan) + "\n" + (step.command or "")
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration.String() writes it: 10m0s, 5s, 1h30m0s, 1.5s, 500ms."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+
+    def fraction(value: int, unit: int) -> str:
+        whole, rest = divmod(value, unit)
+        if not rest:
+            return str(whole)
+        digits = len(str(unit)) - 1
+        return f"{whole}.{rest:0{digits}d}".rstrip("0")
+
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{fraction(ns, 1_000)}µs"
+    if ns < 1_000_000_000:
+        return f"{sign}{fraction(ns, 1_000_000)}ms"
+    total_seconds, rest = divmod(ns, 1_000_000_000)
+    hours, remainder = divmod(total_seconds, 3600)
+    minutes, secs = divmod(remainder, 60)
+    text = fraction(secs * 1_000_000_000 + rest, 1_000_000_000) + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
+
+
+def run_command(ctx: StepContext) -> StepResult:
+    """config.md 3.1: the command in a script file run by the shell, in its own process group."""
+    step = ctx.step
+    shell = shell_for(step, ctx.request.plan)
+    try:
+        argv = [*shlex.split(shell), str(ctx.workspace.script(ctx.number))]
+    except ValueError as exc:
+        ctx.log.line(f"Invalid shell {shell!r}: {exc}")
+        return StepResult(status=ActionStatus.FAILED)
+    ctx.workspace.script(ctx.number).write_text(step.command or "", encoding="utf-8")
+    cwd = ctx.directory()
+    try:
+        cwd.mkdir(parents=True, exist_ok=True)
+        proc = StepProcess(argv, cwd=cwd, env=ctx.env)
+    except OSError as exc:
+        ctx.log.line(f"Cannot run {argv[0]} in {cwd}: {exc.strerror or exc}")
+        return StepResult(status=ActionStatus.FAILED)
+    ctx.processes.add(proc)
+    try:
+        result = proc.pump(ctx.log.write, no_output_timeout=step.no_output_timeout, kill_grace=ctx.kill_grace)
+    finally:
+        ctx.processes.done(proc)
+    if result.ending is Ending.TIMED_OUT:
+        ctx.log.line(
+            f"Too long with no output (exceeded {go_duration(step.no_output_timeout)}): "
+            "context deadline exceeded"
+        )
+        return StepResult(status=ActionStatus.TIMEDOUT)
+    if result.ending is Ending.CANCELED:
+        return StepResult(status=ActionStatus.CANCELED)
+    if result.ending is Ending.STOPPED:
+        ctx.log.line("Background step stopped at the end of the job")
+        return StepResult(status=ActionStatus.SUCCESS)
+    if result.exit_code != 0:
+        ctx.log.line(f"Exited with code exit status {result.exit_code}")
+        return StepResult(status=ActionStatus.FAILED, exit_code=result.exit_code)
+    return StepResult(status=ActionStatus.SUCCESS, exit_code=0)
+
+
+# ------------------------------------------------------------------------- checkout
+
+
+def checkout(ctx: StepContext) -> StepResult:
+    """config.md 3.3, through the SourceHost; a git problem fails the step."""
+    request = ctx.request
+    dest = expand_path(str(ctx.step.args.get("path") or "."), home=ctx.home, base=ctx.workdir)
+    if (dest / ".git").exists():
+        ctx.log.line("Fetching into the existing git repository")
+    else:
+        ctx.log.line("Cloning git repository")
+    ctx.log.line(f"Cloning into '{dest}'...")
+    if request.branch:
+        ctx.log.line(f"Checking out branch {request.branch}")
+    elif request.tag:
+        ctx.log.line(f"Checking out tag {request.tag}")
+    else:
+        ctx.log.line(f"Checking out revision {request.revision}")
+    try:
+        ctx.source.checkout(request.project, request.revision, dest, branch=request.branch, tag=request.tag)
+    except CircletError as exc:
+        ctx.log.line(exc.message)
+        return StepResult(status=ActionStatus.FAILED)
+    ctx.log.line(f"HEAD is now at {request.revision[:7]}")
+    return StepResult(status=ActionStatus.SUCCESS)
+
+
+# ------------------------------------------------------------------------- recorded for now
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return "(none)" if value is None else str(value)
+
+
+def _cache_keys(args: dict[str, Any]) -> list[Any]:
+    """restore_cache candidates in order: `key`, then `keys` (config.md 3.4)."""
+    return ([args["key"]] if args.get("key") else []) + list(args.get("keys") or [])
+
+
+def _recorded(text: Callable[[dict[str, Any]], str]) -> Handler:
+    def handler(ctx: StepContext) -> StepResult:
+        ctx.log.line(text(ctx.step.args))
+        return StepResult(status=ActionStatus.SUCCESS)
+
+    return handler
+
+
+def noop(ctx: StepContext) -> StepResult:
+    ctx.log.line(f'Nothing to do on circlet for "{ctx.step.name}"')
+    return StepResult(status=ActionStatus.SUCCESS)
+
+
+HANDLERS: dict[StepKind, Handler] = {
+    StepKind.RUN: run_command,
+    StepKind.CHECKOUT: checkout,
+    StepKind.STORE_TEST_RESULTS: _recorded(
+        lambda a: f"Recorded test results path {_words(a.get('path'))} (parsing comes later)"
+    ),
+    StepKind.STORE_ARTIFACTS: _recorded(
+        lambda a: (
+            f"Recorded artifacts path {_words(a.get('path'))}"
+            + (f" with destination {a['destination']}" if a.get("destination") else "")
+            + " (uploading comes later)"
+        )
+    ),
+    StepKind.SAVE_CACHE: _recorded(
+        lambda a: (
+            f"Recorded cache key {_words(a.get('key'))} for paths {_words(a.get('paths'))}"
+            " (saving comes later)"
+        )
+    ),
+    StepKind.RESTORE_CACHE: _recorded(
+        lambda a: f"Recorded cache keys {_words(_cache_keys(a))} (restoring comes later)"
+    ),
+    StepKind.PERSIST_TO_WORKSPACE: _recorded(
+        lambda a: (
+            f"Recorded workspace root {_words(a.get('root'))} with paths {_words(a.get('paths'))}"
+            " (persisting comes later)"
+        )
+    ),
+    StepKind.ATTACH_WORKSPACE: _recorded(
+        lambda a: f"Recorded workspace attach point {_words(a.get('at'))} (attaching comes later)"
+    ),
+    StepKind.NOOP: noop,
+}
