@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circlet.core.ports import Dispatcher
-from circlet.executors.local import LocalExecutor
+from circlet.executors.child import ProcessRunner
+from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
 from circlet.http.deps import Services
 from circlet.service import Circlet
 from circlet.settings import Settings
@@ -24,15 +25,26 @@ class App:
 
 
 def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
-    if settings.executor == "local":
-        return LocalExecutor(
-            slots=settings.effective_slots,
+    if settings.executor != "local":
+        raise NotImplementedError(f"the {settings.executor} executor is not available yet")
+
+    def runner() -> SlotRunner:
+        if settings.runner == "thread":
+            return ThreadRunner(
+                workspace_root=settings.workspaces_dir,
+                source=source,
+                keep_workspace=settings.keep_workspaces,
+                kill_grace=settings.kill_grace,
+            )
+        return ProcessRunner(
             workspace_root=settings.workspaces_dir,
-            source=source,
+            mirrors=settings.mirrors_dir,
+            logs=settings.logs_dir,
             keep_workspaces=settings.keep_workspaces,
             kill_grace=settings.kill_grace,
         )
-    raise NotImplementedError(f"the {settings.executor} executor is not available yet")
+
+    return LocalExecutor(slots=settings.effective_slots, runner_factory=runner)
 
 
 def build_services(settings: Settings, *, migrate_db: bool = True) -> App:

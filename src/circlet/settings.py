@@ -35,6 +35,7 @@ class Settings:
     base_url: str = ""  # default: http://host:port
     executor: str = "local"  # local | celery
     slots: int = 0  # local executor slots; 0 = CPU count
+    runner: str = "process"  # local executor: a runner process per slot, or "thread" in the server
     broker_url: str = "redis://127.0.0.1:6379/0"
     orbs_dir: Path | None = None
     keep_workspaces: bool = False
@@ -124,6 +125,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = Settings(data_dir=data_dir, **converted).with_changes(**overrides)
     if settings.executor not in ("local", "celery"):
         raise SettingsError(f"{PREFIX}EXECUTOR must be local or celery, not {settings.executor!r}")
+    if settings.runner not in ("process", "thread"):
+        raise SettingsError(f"{PREFIX}RUNNER must be process or thread, not {settings.runner!r}")
     if settings.executor == "celery" and settings.effective_database_url.startswith("sqlite"):
         raise SettingsError(
             "the celery executor needs a database every machine can reach: "

@@ -1,8 +1,13 @@
-"""The `local` executor: runs builds in this process, on a fixed number of slots (threads).
+"""The `local` executor: builds run on this machine, on a fixed number of slots.
 
-Builds wait in submission order (FIFO) until a slot is free. Each slot is one thread that runs
-one build at a time through a JobRunner, which reports through the RunReporter port only; so a
-worker elsewhere can run the same runner with a reporter that reaches the server.
+Builds wait in submission order (FIFO) until a slot is free. Each slot is a thread of the
+server that hands one build at a time to its runner:
+
+- `ProcessRunner` (the default): a long-lived runner process per slot (executors/child.py),
+  so runners share no GIL with the API and a crashing runner fails only its build;
+- `ThreadRunner`: the JobRunner in the slot's own thread (tests, and CIRCLET_RUNNER=thread).
+
+Either way the runner reports through the RunReporter port only.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from circlet.core.model import Outcome
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
@@ -21,32 +27,81 @@ from circlet.runner.run import JobRunner
 log = logging.getLogger("circlet.executors.local")
 
 
+class SlotRunner(Protocol):
+    """What a slot runs builds with, one at a time."""
+
+    def run(self, request: RunRequest, reporter: RunReporter) -> Outcome:
+        """Run the build to its end, reporting it; blocking."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the build being run, if any; from any thread; returns at once."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ThreadRunner:
+    """Runs each build with a JobRunner in the calling (slot) thread."""
+
+    def __init__(
+        self,
+        *,
+        workspace_root: Path,
+        source: CheckoutSource,
+        worker: str = "local",
+        keep_workspace: bool = False,
+        kill_grace: float = 3.0,
+    ) -> None:
+        self.workspace_root = workspace_root
+        self.source = source
+        self.worker = worker
+        self.keep_workspace = keep_workspace
+        self.kill_grace = kill_grace
+        self._current: JobRunner | None = None
+
+    def run(self, request: RunRequest, reporter: RunReporter) -> Outcome:
+        self._current = JobRunner(
+            workspace_root=self.workspace_root,
+            source=self.source,
+            reporter=reporter,
+            worker=self.worker,
+            keep_workspace=self.keep_workspace,
+            kill_grace=self.kill_grace,
+        )
+        try:
+            return self._current.run(request)
+        finally:
+            self._current = None
+
+    def cancel(self) -> None:
+        current = self._current
+        if current is not None:
+            current.cancel()
+
+    def close(self) -> None:
+        self.cancel()
+
+
 class LocalExecutor:
-    """A Dispatcher that runs builds on `slots` threads of this process."""
+    """A Dispatcher that runs builds on `slots` slots of this machine."""
 
     def __init__(
         self,
         *,
         slots: int,
-        workspace_root: Path,
-        source: CheckoutSource,
-        keep_workspaces: bool = False,
-        kill_grace: float = 3.0,
-        worker_name: str = "local",
+        runner_factory: Callable[[], SlotRunner],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
-        self.workspace_root = workspace_root
-        self.source = source
-        self.keep_workspaces = keep_workspaces
-        self.kill_grace = kill_grace
-        self.worker_name = worker_name
+        self.runner_factory = runner_factory
         self.clock = clock
         self._reporter: RunReporter | None = None
         self._waiting: OrderedDict[int, RunRequest] = OrderedDict()
-        self._running: dict[int, JobRunner] = {}
+        self._running: dict[int, SlotRunner] = {}
+        self._runners: list[SlotRunner] = []
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -58,7 +113,14 @@ class LocalExecutor:
             self._reporter = reporter
             self._stopping = False
             for n in range(self.slots):
-                thread = threading.Thread(target=self._slot, name=f"circlet-slot-{n}", daemon=True)
+                runner = self.runner_factory()
+                warm = getattr(runner, "start", None)
+                if callable(warm):
+                    warm()  # start runner processes now, not on the first build
+                self._runners.append(runner)
+                thread = threading.Thread(
+                    target=self._slot, args=(runner,), name=f"circlet-slot-{n}", daemon=True
+                )
                 thread.start()
                 self._threads.append(thread)
 
@@ -86,17 +148,18 @@ class LocalExecutor:
             return len(self._waiting)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop: running builds are canceled (their processes killed), runners closed."""
         with self._cond:
             self._stopping = True
-            runners = list(self._running.values())
             self._cond.notify_all()
-        for runner in runners:
-            runner.cancel()
+        for runner in self._runners:
+            runner.close()
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        self._runners = []
 
-    def _slot(self) -> None:
+    def _slot(self, runner: SlotRunner) -> None:
         while True:
             with self._cond:
                 while not self._waiting and not self._stopping:
@@ -106,19 +169,11 @@ class LocalExecutor:
                 build_id, request = self._waiting.popitem(last=False)
                 reporter = self._reporter
                 assert reporter is not None
-                runner = JobRunner(
-                    workspace_root=self.workspace_root,
-                    source=self.source,
-                    reporter=reporter,
-                    worker=self.worker_name,
-                    keep_workspace=self.keep_workspaces,
-                    kill_grace=self.kill_grace,
-                )
                 self._running[build_id] = runner
             try:
                 reporter.build_queued(build_id, self.clock())
-                runner.run(request)
-            except Exception:  # the runner reports its own failures; this is a last guard
+                runner.run(request, reporter)
+            except Exception:  # runners report their own failures; this is a last guard
                 log.exception("event=runner_crashed build_id=%s", build_id)
                 try:
                     reporter.build_finished(build_id, Outcome.INFRASTRUCTURE_FAIL, self.clock())

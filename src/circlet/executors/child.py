@@ -1,0 +1,308 @@
+"""Runner processes: the local executor's slots run builds in long-lived child processes.
+
+Why not threads of the server: a runner thread shares the server's GIL with the API. Each step
+needs the GIL a few times (spawn, wake-up, report), and a request being served holds it for up
+to the switch interval: with one busy thread a spawn goes from 0.7 ms to 1.6 ms. A child
+process has a GIL of its own, and a runner that crashes (a bug, the OOM killer) fails only its
+build. The child writes step output straight to the log store (same machine, same files) and
+reports everything else as JSON lines:
+
+    server -> child (stdin):   {"op": "run", "request": {...}}  {"op": "cancel"}
+                               {"op": "started", "ok": bool}     (the answer to build_started)
+    child -> server (fd 1):    {"op": "build_started" | "action_started" | "action_finished" |
+                                "build_finished" | "done", ...}
+
+When its stdin closes (the server stopped or died) the child cancels what it runs and exits,
+so no build outlives its server. The child's environment is reduced to what a runner needs:
+nothing of the server's (database URL, broker URL) is there for a step to find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from circlet.core.model import Action, Message, Outcome
+from circlet.core.ports import LogWriter, RunReporter, RunRequest
+from circlet.executors import protocol
+
+log = logging.getLogger("circlet.executors.child")
+
+# What a runner process inherits from the server; steps get a subset of this (runner/workspace.py).
+CHILD_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "PYTHONPATH",
+)
+
+
+# ---------------------------------------------------------------- in the child
+
+
+class PipeReporter:
+    """The RunReporter of a runner process: events go to the server, logs to the log store."""
+
+    def __init__(self, out: IO[str], logs: Any) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._logs = logs
+        self.replies: queue.Queue[bool] = queue.Queue()
+
+    def send(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._out.write(line)
+            self._out.flush()
+
+    def build_queued(self, build_id: int, at: datetime) -> None:
+        return None  # the server's executor reports it
+
+    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+        self.send(
+            {"op": "build_started", "build_id": build_id, "at": protocol.encode_time(at), "worker": worker}
+        )
+        return self.replies.get()
+
+    def action_started(self, build_id: int, action: Action) -> None:
+        self.send({"op": "action_started", "build_id": build_id, "action": protocol.encode_action(action)})
+
+    def log_writer(self, build_id: int, step: int, index: int) -> LogWriter:
+        writer: LogWriter = self._logs.writer(build_id, step, index)
+        return writer
+
+    def action_finished(self, build_id: int, action: Action) -> None:
+        self.send({"op": "action_finished", "build_id": build_id, "action": protocol.encode_action(action)})
+
+    def build_finished(
+        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+    ) -> None:
+        self.send(
+            {
+                "op": "build_finished",
+                "build_id": build_id,
+                "outcome": outcome.value,
+                "at": protocol.encode_time(at),
+                "messages": protocol.encode_messages(messages),
+            }
+        )
+
+
+def child_main(argv: list[str] | None = None) -> None:
+    from circlet.runner.run import JobRunner
+    from circlet.store.logs import FileLogStore
+    from circlet.vcs.git import GitSourceHost
+
+    parser = argparse.ArgumentParser(prog="circlet-runner")
+    parser.add_argument("--workspaces", type=Path, required=True)
+    parser.add_argument("--mirrors", type=Path, required=True)
+    parser.add_argument("--logs", type=Path, required=True)
+    parser.add_argument("--worker", default="local")
+    parser.add_argument("--kill-grace", type=float, default=3.0)
+    parser.add_argument("--keep-workspaces", action="store_true")
+    args = parser.parse_args(argv)
+    # fd 1 is the protocol; anything else that prints (a library, a warning) goes to stderr.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    reporter = PipeReporter(out, FileLogStore(args.logs))
+    source = GitSourceHost(args.mirrors)
+    current: list[JobRunner] = []
+    worker: threading.Thread | None = None
+
+    def run(request: RunRequest, runner: JobRunner) -> None:
+        try:
+            outcome = runner.run(request)
+        except BaseException as exc:  # the runner reports its own failures; this is a last guard
+            log.exception("event=runner_crashed build_id=%s", request.build_id)
+            outcome = Outcome.INFRASTRUCTURE_FAIL
+            reporter.build_finished(
+                request.build_id,
+                outcome,
+                datetime.now(UTC),
+                (Message(type="error", message=f"circlet's runner failed: {type(exc).__name__}: {exc}"),),
+            )
+        reporter.send({"op": "done", "build_id": request.build_id, "outcome": outcome.value})
+
+    for line in sys.stdin:
+        message = json.loads(line)
+        op = message["op"]
+        if op == "run":
+            runner = JobRunner(
+                workspace_root=args.workspaces,
+                source=source,
+                reporter=reporter,
+                worker=args.worker,
+                keep_workspace=args.keep_workspaces,
+                kill_grace=args.kill_grace,
+            )
+            current[:] = [runner]
+            worker = threading.Thread(target=run, args=(protocol.decode_request(message["request"]), runner))
+            worker.start()
+        elif op == "cancel":
+            for runner in current:
+                runner.cancel()
+        elif op == "started":
+            reporter.replies.put(bool(message["ok"]))
+    # stdin closed: the server is gone or stopping. Nothing may outlive it.
+    for runner in current:
+        runner.cancel()
+    reporter.replies.put(False)
+    if worker is not None:
+        worker.join(10)
+
+
+# ---------------------------------------------------------------- in the server
+
+
+class ProcessRunner:
+    """A slot's runner process, seen from the server: run() relays its events to the reporter.
+
+    Used by one slot thread at a time; cancel() may come from any thread. The child is started
+    on first use and kept for the next builds; if it dies, the build it ran ends
+    infrastructure_fail and the next run starts a new one.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace_root: Path,
+        mirrors: Path,
+        logs: Path,
+        worker: str = "local",
+        kill_grace: float = 3.0,
+        keep_workspaces: bool = False,
+    ) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "circlet.executors.child",
+            "--workspaces",
+            str(workspace_root),
+            "--mirrors",
+            str(mirrors),
+            "--logs",
+            str(logs),
+            "--worker",
+            worker,
+            "--kill-grace",
+            str(kill_grace),
+            *(["--keep-workspaces"] if keep_workspaces else []),
+        ]
+        self._proc: subprocess.Popen[str] | None = None
+        self._write_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the child now if it is not running (to have it warm before the first build)."""
+        if self._proc is None or self._proc.poll() is not None:
+            env = {name: os.environ[name] for name in CHILD_ENV if name in os.environ}
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                env=env,
+                bufsize=1,
+            )
+
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._write_lock:
+            proc = self._proc
+            if proc is None or proc.stdin is None:
+                return
+            try:
+                proc.stdin.write(json.dumps(message, separators=(",", ":")) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # it died; run() notices through its stdout
+
+    def run(self, request: RunRequest, reporter: RunReporter) -> Outcome:
+        self.start()
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        self._send({"op": "run", "request": protocol.encode_request(request)})
+        build_id = request.build_id
+        finished = False
+        for line in proc.stdout:
+            message = json.loads(line)
+            op = message["op"]
+            if op == "action_started":
+                reporter.action_started(build_id, protocol.decode_action(message["action"]))
+            elif op == "action_finished":
+                reporter.action_finished(build_id, protocol.decode_action(message["action"]))
+            elif op == "build_started":
+                ok = reporter.build_started(build_id, protocol.decode_time(message["at"]), message["worker"])
+                self._send({"op": "started", "ok": ok})
+            elif op == "build_finished":
+                finished = True
+                reporter.build_finished(
+                    build_id,
+                    Outcome(message["outcome"]),
+                    protocol.decode_time(message["at"]),
+                    protocol.decode_messages(message["messages"]),
+                )
+            elif op == "done":
+                return Outcome(message["outcome"])
+        code = proc.wait()
+        self._proc = None
+        log.error("event=runner_process_died build_id=%s code=%s", build_id, code)
+        if not finished:
+            reporter.build_finished(
+                build_id,
+                Outcome.INFRASTRUCTURE_FAIL,
+                datetime.now(UTC),
+                (
+                    Message(
+                        type="error",
+                        reason="infrastructure",
+                        message=f"circlet's runner process for this build died (exit code {code}); "
+                        "retry the build to run it again.",
+                    ),
+                ),
+            )
+        return Outcome.INFRASTRUCTURE_FAIL
+
+    def cancel(self) -> None:
+        self._send({"op": "cancel"})
+
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close the child's stdin (it cancels what it runs and exits); kill it if it lingers."""
+        proc = self._proc
+        if proc is None:
+            return
+        with self._write_lock:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+
+
+if __name__ == "__main__":
+    child_main()
