@@ -55,14 +55,26 @@ class Bench:
 
     def server_peak_rss_mib(self) -> float:
         assert self.server.proc is not None
-        for line in Path(f"/proc/{self.server.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mib(self.server.proc.pid)
+
+    def runner_peak_rss_mib(self) -> float:
+        """The largest peak among the server's runner processes (its direct children)."""
+        assert self.server.proc is not None
+        children = (
+            Path(f"/proc/{self.server.proc.pid}/task/{self.server.proc.pid}/children").read_text().split()
+        )
+        return max((peak_rss_mib(int(pid)) for pid in children), default=float("nan"))
 
     def close(self) -> None:
         self.server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def median(values: list[float]) -> float:

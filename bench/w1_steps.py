@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Bench, median
 
 STEPS = 100
+POLL = 0.02  # seconds between polls of the shallow list (a watching client)
 
 
 def bare_shell() -> float:
@@ -37,7 +38,7 @@ def main() -> None:
         bench.run_once()  # warm the mirror and the runner
         for _ in range(rounds):
             floors.append(bare_shell())
-            wall, build = bench.run_once(poll=0.02)
+            wall, build = bench.run_once(poll=POLL)
             assert build["outcome"] == "success", build["outcome"]
             walls.append(wall)
             builds.append(build["build_time_millis"] / 1000)

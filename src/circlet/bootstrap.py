@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circlet.core.ports import Dispatcher
-from circlet.executors.child import ProcessRunner
+from circlet.executors.child import ProcessRunner, groups_dir
 from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
 from circlet.http.deps import Services
+from circlet.runner.process import reap_orphans
 from circlet.service import Circlet
 from circlet.settings import Settings
 from circlet.store.logs import FileLogStore
@@ -44,7 +45,12 @@ def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
             kill_grace=settings.kill_grace,
         )
 
-    return LocalExecutor(slots=settings.effective_slots, runner_factory=runner)
+    def reap() -> int:
+        # Steps of builds that ran when a previous server died with its runners (issue: restart
+        # safety). Only `serve` starts the executor, so CLI commands never reach this.
+        return reap_orphans(groups_dir(settings.workspaces_dir))
+
+    return LocalExecutor(slots=settings.effective_slots, runner_factory=runner, on_start=reap)
 
 
 def build_services(settings: Settings, *, migrate_db: bool = True) -> App:

@@ -72,14 +72,14 @@ def serve(host: str | None, port: int | None, slots: int | None) -> None:
         )
     try:
         uvicorn.run(
-            create_app(app.services),
+            create_app(app.services, on_shutdown=app.circlet.stop),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
         )
     finally:
-        app.circlet.stop()
+        app.circlet.stop()  # idempotent: the lifespan usually did it (uvicorn re-raises SIGTERM)
 
 
 def _safe_url(url: str) -> str:

@@ -37,6 +37,10 @@ class ActionJournal:
         self._closed = False
 
     def put(self, build_id: int, action: Action) -> None:
+        if self._closed:  # nothing runs in the background any more: write it now
+            with self._write_lock:
+                self._write({build_id: {(action.step, action.index): action}})
+            return
         with self._cond:
             self._pending.setdefault(build_id, {})[(action.step, action.index)] = action
             if self._thread is None and not self._closed:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from circlet.core import config as config_mod
 from circlet.core import env as env_mod
@@ -140,7 +141,7 @@ class ConsoleReporter:
     def action_started(self, build_id: int, action: Action) -> None:
         node = f" [dim](container {action.index})[/]" if self.parallelism > 1 else ""
         with self.lock:
-            self.console.print(f"[bold cyan]▶ {action.name}[/]{node}")
+            self.console.print(f"[bold cyan]▶ {escape(action.name)}[/]{node}")
 
     def log_writer(self, build_id: int, step: int, index: int) -> LogWriter:
         prefix = f"[{index}] ".encode() if self.parallelism > 1 else b""
@@ -150,7 +151,7 @@ class ConsoleReporter:
         took = f"{(action.run_time_millis or 0) / 1000:.2f}s"
         code = f" exit {action.exit_code}" if action.exit_code not in (None, 0) else ""
         with self.lock:
-            self.console.print(f"{_MARKS[action.status]} {action.name} [dim]({took}{code})[/]")
+            self.console.print(f"{_MARKS[action.status]} {escape(action.name)} [dim]({took}{code})[/]")
 
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
@@ -167,7 +168,8 @@ def run_local_build(
     console: Console | None = None,
 ) -> bool:
     """Run `job` of the tree's config; True when it succeeded."""
-    console = console or Console(stderr=False, highlight=False)
+    # soft_wrap: lines are never cut at the terminal's (or a pipe's assumed) width.
+    console = console or Console(stderr=False, highlight=False, soft_wrap=True)
     text = (tree / CONFIG_PATH).read_text() if (tree / CONFIG_PATH).is_file() else None
     if text is None:
         raise InvalidRequest(f"No {CONFIG_PATH} in {tree}")
@@ -178,7 +180,7 @@ def run_local_build(
         plan = config_mod.plan_job(config, job)
     except ConfigError as exc:
         for problem in exc.problems:
-            console.print(f"[red]config error:[/] {problem}")
+            console.print(f"[red]config error:[/] {escape(str(problem))}")
         return False
     is_repo = (tree / ".git").exists()
     sha = _git(tree, "rev-parse", "HEAD").strip() if is_repo else "0" * 40
@@ -203,7 +205,9 @@ def run_local_build(
         build_parameters=build_parameters, project_variables={}, builtins=builtins
     )
     reporter = ConsoleReporter(console, plan.parallelism)
-    console.print(f"[bold]circlet build[/] {tree} job [bold]{plan.name}[/] at {sha[:12]}")
+    console.print(
+        f"[bold]circlet build[/] {escape(str(tree))} job [bold]{escape(plan.name)}[/] at {sha[:12]}"
+    )
     with tempfile.TemporaryDirectory(prefix="circlet-local-") as workspace:
         runner = JobRunner(
             workspace_root=Path(workspace), source=WorkingTreeSource(tree), reporter=reporter, worker="local"
@@ -226,7 +230,7 @@ def run_local_build(
             runner.cancel()
             outcome = Outcome.CANCELED
     for message in reporter.messages:
-        console.print(f"[yellow]{message.type}:[/] {message.message}")
+        console.print(f"[yellow]{message.type}:[/] {escape(message.message)}")
     took = (datetime.now(UTC) - started).total_seconds()
     colour = "green" if outcome is Outcome.SUCCESS else "red"
     console.print(f"[bold {colour}]{outcome.value}[/] in {took:.2f}s")

@@ -53,6 +53,7 @@ from circlet.core.ports import (
     RunRequest,
     SourceHost,
 )
+from circlet.core.projects import Role
 from circlet.core.status import derive_status
 from circlet.journal import ActionJournal
 
@@ -92,6 +93,7 @@ class Circlet:
         self.base_url = base_url.rstrip("/")
         self.clock = clock
         self._lock = threading.RLock()
+        self._stopping = False
         self.journal = ActionJournal(store)
 
     # ------------------------------------------------------------ lifecycle of the service
@@ -102,6 +104,8 @@ class Circlet:
         self.recover()
 
     def stop(self) -> None:
+        """Stop running builds (they end infrastructure_fail, saying why) and flush. Idempotent."""
+        self._stopping = True
         self.dispatcher.stop()
         self.journal.close()
 
@@ -210,6 +214,13 @@ class Circlet:
         )
         return token, secret
 
+    def standing(self, token: Token | None, project: Project) -> tuple[bool, Role | None]:
+        """Whether the token's user is an administrator, and their role on the project."""
+        if token is None or token.user_id is None:
+            return False, None
+        user = self.store.get_user(token.user_id)
+        return (user is not None and user.admin), None
+
     def authenticate(self, secret: str | None) -> Token | None:
         if not secret:
             return None
@@ -232,8 +243,12 @@ class Circlet:
         retry_of: int | None = None,
         ssh: bool = False,
         no_cache: bool = False,
+        pin: str | None = None,
     ) -> Build:
         """Create a build of one job and queue it. Blocking: fetches the repository first.
+
+        `pin` (retries) builds exactly that commit, labelled with `branch`/`tag` as given,
+        whatever they point at now.
 
         Raises InvalidRequest/UnknownRevision for a request that cannot be built (nothing is
         created then). A config that is missing or broken still creates a build, which ends
@@ -254,9 +269,12 @@ class Circlet:
             self.source.sync(project)
         except RepositoryError as exc:
             raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
-        snap = self.source.snapshot(
-            project, branch=branch if not revision else None, tag=tag, revision=revision, path=CONFIG_PATH
-        )
+        if pin is not None:
+            snap = self.source.snapshot(project, revision=pin, path=CONFIG_PATH)
+        else:
+            snap = self.source.snapshot(
+                project, branch=branch if not revision else None, tag=tag, revision=revision, path=CONFIG_PATH
+            )
         sha, commit, config_text = snap.sha, snap.commit, snap.file_text
         job_name = job or _param_job(build_parameters) or DEFAULT_JOB
         messages: list[Message] = []
@@ -288,7 +306,7 @@ class Circlet:
                 vcs_revision=sha,
                 commit=commit,
                 why=why,
-                job_name=job,
+                job_name=job_name,
                 build_parameters=dict(build_parameters) if build_parameters is not None else None,
                 parallel=plan.parallelism if plan else (parallel or 1),
                 lifecycle=Lifecycle.NOT_RUNNING,
@@ -304,7 +322,7 @@ class Circlet:
                 else None,
                 ssh_enabled=ssh,
                 no_dependency_cache=no_cache,
-                extra={"job": job_name},
+                extra={"requested_job": job} if job else {},
             )
         )
         log.info(
@@ -325,6 +343,83 @@ class Circlet:
         self._dispatch(build, project=project, plan=plan)
         return self.store.get_build_by_id(build.id or 0) or build
 
+    def trigger_pipeline(
+        self,
+        project: Project,
+        *,
+        branch: str | None = None,
+        revision: str | None = None,
+        tag: str | None = None,
+        user_id: int | None = None,
+    ) -> Build | None:
+        """Build the project as a push would (the seed's "Trigger a new Build by Project").
+
+        `tag` excludes `branch` and `revision`; a revision alone is labelled with the default
+        branch. A config without workflows runs its `build` job (config.md 5.2). Workflows are
+        run by the pipelines issue; until then such a config gets a finished build that says so.
+        """
+        if tag and (branch or revision):
+            raise InvalidRequest("Cannot specify tag together with branch or revision")
+        if tag is None and branch is None:
+            branch = project.default_branch
+        try:
+            return self.trigger(project, branch=branch, tag=tag, revision=revision, user_id=user_id)
+        except InvalidRequest as exc:
+            if exc.message != REFUSE_21 and not exc.message.startswith("Cannot find a job named"):
+                raise
+        return self._unrunnable(
+            project,
+            branch=branch,
+            tag=tag,
+            revision=revision,
+            user_id=user_id,
+            message="This config runs workflows (or is version 2.1), which circlet cannot run yet: "
+            "its jobs can be triggered one at a time with build_parameters.CIRCLE_JOB on a 2.0 config.",
+        )
+
+    def _unrunnable(
+        self,
+        project: Project,
+        *,
+        branch: str | None,
+        tag: str | None,
+        revision: str | None,
+        user_id: int | None,
+        message: str,
+    ) -> Build:
+        snap = self.source.snapshot(
+            project, branch=branch if not revision else None, tag=tag, revision=revision, path=CONFIG_PATH
+        )
+        now = self.clock()
+        build = self.store.create_build(
+            Build(
+                project_id=project.id or 0,
+                branch=branch,
+                vcs_tag=tag,
+                vcs_revision=snap.sha,
+                commit=snap.commit,
+                why=Why.API,
+                lifecycle=Lifecycle.FINISHED,
+                outcome=Outcome.FAILED,
+                usage_queued_at=now,
+                start_time=now,
+                stop_time=now,
+                user_id=user_id,
+                config_text=snap.file_text,
+                messages=(Message(type="error", message=message, reason="config"),),
+            )
+        )
+        return build
+
+    def add_ssh_user(self, project: Project, build_num: int, login: str) -> Build:
+        """Let `login` SSH into the build's containers (recorded; the SSH server is another issue)."""
+        with self._lock:
+            build = self.get_build(project, build_num)
+            if login not in build.ssh_users:
+                build = replace(build, ssh_users=(*build.ssh_users, login))
+                self.store.save_build(build)
+        return build
+
     def retry(
         self,
         project: Project,
@@ -334,22 +429,25 @@ class Circlet:
         no_cache: bool = False,
         user_id: int | None = None,
     ) -> Build:
-        """A new build of the same revision, branch, tag, parameters and job (`retry_of` set)."""
+        """A new build of the same revision, branch, tag, parameters and job (`retry_of` set).
+        With ssh, the caller may SSH into it (`ssh_users`)."""
         old = self.get_build(project, build_num)
-        return self.trigger(
+        new = self.trigger(
             project,
             branch=old.branch,
             tag=old.vcs_tag,
-            revision=old.vcs_revision if old.vcs_tag is None else None,
+            pin=old.vcs_revision,
             build_parameters=old.build_parameters,
             parallel=old.parallel,
-            job=old.job_name,
+            job=old.extra.get("requested_job"),
             why=Why.SSH if ssh else Why.RETRY,
             user_id=user_id,
             retry_of=old.build_num,
             ssh=ssh,
             no_cache=no_cache,
         )
+        user = self.store.get_user(user_id) if ssh and user_id else None
+        return self.add_ssh_user(project, new.build_num, user.login) if user else new
 
     def cancel(self, project: Project, build_num: int, *, user_id: int | None = None) -> Build:
         """Cancel a build. Idempotent: a finished or not-run build is returned unchanged.
@@ -375,7 +473,7 @@ class Circlet:
         if plan is None:
             try:
                 config = config_mod.load_config(build.config_text or "", filename=CONFIG_PATH)
-                plan = config_mod.plan_job(config, build.extra.get("job", DEFAULT_JOB))
+                plan = config_mod.plan_job(config, build.job_name or DEFAULT_JOB)
             except ConfigError as exc:
                 self.build_finished(
                     build.id or 0,
@@ -552,6 +650,18 @@ class Circlet:
             if build.outcome is Outcome.CANCELED and build.start_time is None:
                 return  # canceled before it started: it keeps its lifecycle (api-v1.1.md 6.4)
             final = Outcome.CANCELED if build.outcome is Outcome.CANCELED else outcome
+            if self._stopping and final is Outcome.CANCELED and build.outcome is not Outcome.CANCELED:
+                # Not a user's cancel: the server is shutting down under the build.
+                final = Outcome.INFRASTRUCTURE_FAIL
+                messages = (
+                    *messages,
+                    Message(
+                        type="error",
+                        reason="infrastructure",
+                        message="circlet was stopped while this build was running; "
+                        "retry the build to run it again.",
+                    ),
+                )
             self.store.save_build(
                 replace(
                     build,

@@ -21,8 +21,9 @@ class SettingsError(ValueError):
     """A setting has a value circlet cannot use."""
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "circlet"
 
 
@@ -94,7 +95,12 @@ def _convert(name: str, raw: Any, kind: Any) -> Any:
         if kind in (bool, "bool"):
             if isinstance(raw, bool):
                 return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+            word = str(raw).strip().lower()
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(word)
         if kind in (Path, "Path", "Path | None"):
             return Path(str(raw)).expanduser() if str(raw) else None
     except ValueError as exc:
@@ -105,9 +111,12 @@ def _convert(name: str, raw: Any, kind: Any) -> Any:
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment (default: os.environ), a TOML file, then explicit overrides."""
     env = os.environ if environ is None else environ
-    data_dir = Path(env.get(PREFIX + "DATA_DIR") or default_data_dir()).expanduser()
+    data_dir = Path(env.get(PREFIX + "DATA_DIR") or default_data_dir(env)).expanduser()
     values: dict[str, Any] = {}
-    toml_path = Path(env[PREFIX + "CONFIG"]) if env.get(PREFIX + "CONFIG") else data_dir / "circlet.toml"
+    named = env.get(PREFIX + "CONFIG")
+    toml_path = Path(named).expanduser() if named else data_dir / "circlet.toml"
+    if named and not toml_path.is_file():
+        raise SettingsError(f"{PREFIX}CONFIG names {toml_path}, which is not a readable file")
     if toml_path.is_file():
         try:
             values.update({k.lower(): v for k, v in tomllib.loads(toml_path.read_text()).items()})

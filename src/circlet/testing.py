@@ -7,14 +7,30 @@ uses a fake can trust it behaves like the real thing. Assert on the fake's state
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from circlet.core.errors import Conflict, NotFound
-from circlet.core.model import Action, Build, Lifecycle, Outcome, Project, Token, User, VcsType
-from circlet.core.ports import BuildQuery, LogChunk
+from circlet.core.errors import Conflict, InvalidRequest, NotFound, RepositoryError, UnknownRevision
+from circlet.core.model import (
+    Action,
+    ActionStatus,
+    Build,
+    Commit,
+    Lifecycle,
+    Message,
+    Outcome,
+    Project,
+    Token,
+    User,
+    VcsType,
+)
+from circlet.core.ports import BuildQuery, LogChunk, RunReporter, RunRequest, Snapshot
 
 # ================================================================ storage fakes
 # InMemoryBuildStore (BuildStore) and InMemoryLogStore (LogStore): dicts behind a lock, with the
@@ -350,3 +366,597 @@ class InMemoryLogStore:
 
 
 # ================================================================ end of storage fakes
+
+
+# ================================================================ source fakes
+# FakeSourceHost (SourceHost, CheckoutSource): repositories a test builds in memory, read with the
+# semantics of vcs/git.py (contract tests: tests/contract/test_source_host.py).
+
+# The same checks as vcs/git.py (the fake may not import an adapter).
+_HEX = re.compile(r"[0-9a-fA-F]{4,40}")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|$)")
+_IDENT = re.compile(r"([^<>]*?)\s*<([^<>]*)>")
+_FAKE_DATES = datetime(2024, 1, 1, tzinfo=UTC)  # commit n is dated n minutes later unless told
+_TRACKED = "circlet-fake-tracked.json"  # in dest/.git: the files the last checkout wrote
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FakeCommit:
+    commit: Commit
+    parent: str | None
+    files: dict[str, str]
+
+
+@dataclass
+class _Refs:
+    """Branches and tags of an origin or of a project's mirror; a mirror also knows the commits it
+    fetched (an origin's commits are every commit made in it)."""
+
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    commits: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _FakeRepo:
+    default_branch: str | None
+    refs: _Refs = field(default_factory=_Refs)
+    unreachable: str | None = None  # the error sync and probe give while set
+
+
+class FakeSourceHost:
+    """SourceHost and CheckoutSource over repositories built in memory; thread-safe.
+
+    Reads behave as GitSourceHost's (the same contract tests run on both): each project has a
+    mirror (named like git's: by project id, else by slug) that `sync` brings up to date and that
+    every read looks at, so commits made after the last sync are not seen; a read without a
+    mirror makes it first. `resolve`/`snapshot` prefer revision > tag > branch > the project's
+    default branch, accept abbreviated and upper-case revisions, and raise the same
+    UnknownRevision/InvalidRequest messages. `checkout` writes the commit's files into `dest`
+    with a small `.git` directory (HEAD as git writes it), so a later checkout into it replaces
+    the files it wrote and keeps the others, as a fetch into a working copy does.
+
+    A test builds repositories with `add_repo`, `add_commit`, `tag`, `set_branch` and
+    `delete_branch`, breaks one with `make_unreachable`, and reads `sync_count(project)`. SHAs are
+    fake 40-hex digests of the commit's content and of how many commits the host made before it:
+    two hosts built by the same calls have the same SHAs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._repos: dict[str, _FakeRepo] = {}
+        self._objects: dict[str, _FakeCommit] = {}
+        self._mirrors: dict[str, _Refs] = {}
+        self._syncs: dict[str, int] = {}
+
+    # ------------------------------------------------------------ building repositories
+
+    def add_repo(self, repo_url: str, *, default_branch: str | None = "main") -> None:
+        """An empty repository whose HEAD names `default_branch` (what `probe` returns)."""
+        with self._lock:
+            if repo_url in self._repos:
+                raise ValueError(f"repository {repo_url} already exists")
+            self._repos[repo_url] = _FakeRepo(default_branch=default_branch)
+
+    def add_commit(
+        self,
+        repo_url: str,
+        *,
+        branch: str = "main",
+        files: dict[str, str | None] | None = None,
+        message: str = "A commit",
+        author: str = "Ada Author <ada@example.com>",
+        author_date: datetime | None = None,
+        committer: str | None = None,
+        committer_date: datetime | None = None,
+        parent: str | None = None,
+    ) -> str:
+        """Commit on `branch` and return the new SHA; the repository is created if needed.
+
+        The commit has its parent's files changed by `files` (a None value deletes the path).
+        The parent is `parent` when given, else the branch's head, else (a new branch) the
+        default branch's head, as `git checkout -b` from it would. `author`/`committer` are
+        "Name <email>"; dates must be aware (their offsets are kept, seconds only). The message
+        is cleaned as `git commit -m` does (trailing spaces, blank lines).
+        """
+        _check_new_ref(branch, "branch")
+        authored = _ident(author)
+        committed = _ident(committer) if committer is not None else authored
+        text = _clean_message(message)
+        with self._lock:
+            repo = self._repos.setdefault(repo_url, _FakeRepo(default_branch="main"))
+            if parent is None:
+                parent = repo.refs.branches.get(branch)
+                if parent is None and repo.default_branch is not None:
+                    parent = repo.refs.branches.get(repo.default_branch)
+            elif parent not in repo.refs.commits:
+                raise ValueError(f"no commit {parent} in {repo_url}")
+            tree = dict(self._objects[parent].files) if parent is not None else {}
+            for path, content in (files or {}).items():
+                _check_path(path)
+                if content is None:
+                    tree.pop(path, None)
+                else:
+                    tree[path] = content
+            _check_tree(tree)
+            count = len(self._objects)
+            a_date = _git_date(author_date, count)
+            c_date = _git_date(committer_date, count) if committer_date is not None else a_date
+            digest = hashlib.sha1(
+                json.dumps(
+                    [repo_url, count, parent, sorted(tree.items()), text, authored, committed, a_date, c_date]
+                ).encode()
+            ).hexdigest()
+            subject, _, body = text.partition("\n")
+            commit = Commit(
+                sha=digest,
+                subject=subject.strip(),
+                body=body.strip(),
+                author_name=authored[0],
+                author_email=authored[1],
+                author_date=a_date,
+                committer_name=committed[0],
+                committer_email=committed[1],
+                committer_date=c_date,
+            )
+            self._objects[digest] = _FakeCommit(commit=commit, parent=parent, files=tree)
+            repo.refs.commits.add(digest)
+            repo.refs.branches[branch] = digest
+            return digest
+
+    def tag(self, repo_url: str, name: str, sha: str) -> None:
+        """Create or move the tag `name` to the commit `sha` (annotated or not: both peel to it)."""
+        _check_new_ref(name, "tag")
+        with self._lock:
+            self._origin_commit(repo_url, sha)
+            self._repos[repo_url].refs.tags[name] = sha
+
+    def set_branch(self, repo_url: str, name: str, sha: str) -> None:
+        """Create or move the branch `name` to the commit `sha`."""
+        _check_new_ref(name, "branch")
+        with self._lock:
+            self._origin_commit(repo_url, sha)
+            self._repos[repo_url].refs.branches[name] = sha
+
+    def delete_branch(self, repo_url: str, name: str) -> None:
+        with self._lock:
+            self._repo(repo_url).refs.branches.pop(name, None)
+
+    def make_unreachable(self, repo_url: str, message: str | None = None) -> None:
+        """Make probe and sync fail with RepositoryError(message) until make_reachable."""
+        with self._lock:
+            self._repo(repo_url).unreachable = (
+                message or f"fatal: unable to access '{repo_url}': Could not resolve host"
+            )
+
+    def make_reachable(self, repo_url: str) -> None:
+        with self._lock:
+            self._repo(repo_url).unreachable = None
+
+    # ------------------------------------------------------------ state for assertions
+
+    def sync_count(self, project: Project) -> int:
+        """How many times `sync` (or a read that had to make the mirror) updated this project's mirror."""
+        with self._lock:
+            return self._syncs.get(_mirror_name(project), 0)
+
+    def files(self, sha: str) -> dict[str, str]:
+        """Every file of a commit made by add_commit (path -> text)."""
+        with self._lock:
+            return dict(self._objects[sha].files)
+
+    # ------------------------------------------------------------ SourceHost
+
+    def probe(self, repo_url: str) -> str | None:
+        _check_url(repo_url)
+        with self._lock:
+            return self._reachable(repo_url).default_branch
+
+    def sync(self, project: Project) -> None:
+        _check_url(project.repo_url)
+        with self._lock:
+            self._sync(project)
+
+    def resolve(
+        self,
+        project: Project,
+        *,
+        branch: str | None = None,
+        tag: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        kind, name, missing = _fake_spec(project, branch=branch, tag=tag, revision=revision)
+        with self._lock:
+            sha = _lookup(self._mirror(project), kind, name)
+        if sha is None:
+            raise UnknownRevision(missing)
+        return sha
+
+    def commit(self, project: Project, sha: str) -> Commit:
+        _check_fake_sha(sha)
+        with self._lock:
+            full = _lookup(self._mirror(project), "revision", sha)
+            if full is None:
+                raise UnknownRevision(f'Revision "{sha}" not found in the repository')
+            return self._objects[full].commit
+
+    def snapshot(
+        self,
+        project: Project,
+        *,
+        branch: str | None = None,
+        tag: str | None = None,
+        revision: str | None = None,
+        path: str,
+    ) -> Snapshot:
+        kind, name, missing = _fake_spec(project, branch=branch, tag=tag, revision=revision)
+        with self._lock:
+            sha = _lookup(self._mirror(project), kind, name)
+            if sha is None:
+                raise UnknownRevision(missing)
+            found = self._objects[sha]
+        return Snapshot(sha=sha, commit=found.commit, file_text=found.files.get(_clean_path(path)))
+
+    def read_file(self, project: Project, sha: str, path: str) -> str | None:
+        _check_fake_sha(sha)
+        with self._lock:
+            full = _lookup(self._mirror(project), "revision", sha)
+            return self._objects[full].files.get(_clean_path(path)) if full is not None else None
+
+    def checkout(
+        self,
+        project: Project,
+        sha: str,
+        dest: Path,
+        *,
+        branch: str | None = None,
+        tag: str | None = None,
+    ) -> None:
+        _check_fake_sha(sha)
+        if branch is not None and (branch.startswith("-") or _BAD_REF.search(branch)):
+            raise InvalidRequest(f'Invalid branch "{branch}"')
+        dest = Path(dest)
+        with self._lock:
+            mirror = self._mirror(project)
+            if not (dest / ".git").exists() and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+                raise RepositoryError(
+                    f"Directory ({dest}) you are trying to checkout to is not empty and not a git repository"
+                )
+            full = _lookup(mirror, "revision", sha)
+            if full is None:  # a stale mirror: update it and look again, as git does
+                full = _lookup(self._sync(project), "revision", sha)
+            if full is None:
+                raise RepositoryError(f"fatal: remote error: upload-pack: not our ref {sha}")
+            files = dict(self._objects[full].files)
+        _write_working_copy(dest, files, head=f"ref: refs/heads/{branch}" if branch is not None else full)
+
+    # ------------------------------------------------------------ helpers (called with the lock held)
+
+    def _repo(self, repo_url: str) -> _FakeRepo:
+        repo = self._repos.get(repo_url)
+        if repo is None:
+            raise RepositoryError(
+                f"fatal: '{repo_url}' does not appear to be a git repository\n"
+                "fatal: Could not read from remote repository."
+            )
+        return repo
+
+    def _reachable(self, repo_url: str) -> _FakeRepo:
+        repo = self._repo(repo_url)
+        if repo.unreachable is not None:
+            raise RepositoryError(repo.unreachable)
+        return repo
+
+    def _origin_commit(self, repo_url: str, sha: str) -> None:
+        if sha not in self._repo(repo_url).refs.commits:
+            raise ValueError(f"no commit {sha} in {repo_url}")
+
+    def _sync(self, project: Project) -> _Refs:
+        """Fetch as `git fetch --prune` into a mirror: refs replaced, objects only added."""
+        origin = self._reachable(project.repo_url).refs
+        name = _mirror_name(project)
+        mirror = self._mirrors.setdefault(name, _Refs())
+        mirror.branches = dict(origin.branches)
+        mirror.tags = dict(origin.tags)
+        todo = [*origin.branches.values(), *origin.tags.values()]
+        while todo:  # a fetch brings the commits the refs reach, not every commit ever made
+            sha = todo.pop()
+            if sha not in mirror.commits:
+                mirror.commits.add(sha)
+                parent = self._objects[sha].parent
+                if parent is not None:
+                    todo.append(parent)
+        self._syncs[name] = self._syncs.get(name, 0) + 1
+        return mirror
+
+    def _mirror(self, project: Project) -> _Refs:
+        mirror = self._mirrors.get(_mirror_name(project))
+        return mirror if mirror is not None else self._sync(project)
+
+
+def _mirror_name(project: Project) -> str:
+    return str(project.id) if project.id is not None else project.slug
+
+
+def _check_url(url: str) -> None:
+    if not url or url.startswith("-"):
+        raise InvalidRequest(f'Invalid repository URL "{url}"')
+
+
+def _check_fake_sha(sha: str) -> None:
+    if not _HEX.fullmatch(sha):
+        raise UnknownRevision(f'Revision "{sha}" not found in the repository')
+
+
+def _bad_ref_name(name: str) -> bool:
+    return not name or bool(_BAD_REF.search(name)) or name.endswith((".", "/")) or name.startswith("/")
+
+
+def _check_new_ref(name: str, what: str) -> None:
+    if _bad_ref_name(name) or name.startswith(("-", ".")):
+        raise ValueError(f"git would refuse the {what} name {name!r}")
+
+
+def _check_path(path: str) -> None:
+    parts = path.split("/")
+    if not path or any(part in ("", ".", "..", ".git") for part in parts):
+        raise ValueError(f"git cannot store a file at {path!r}")
+
+
+def _check_tree(tree: dict[str, str]) -> None:
+    for path in tree:
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            if "/".join(parts[:end]) in tree:
+                raise ValueError(f"{'/'.join(parts[:end])!r} cannot be both a file and a directory")
+
+
+def _clean_path(path: str) -> str:
+    clean = path.strip("/")
+    while clean.startswith("./"):
+        clean = clean[2:]
+    return clean
+
+
+def _ident(text: str) -> tuple[str, str]:
+    match = _IDENT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected 'Name <email>', got {text!r}")
+    return match[1], match[2]
+
+
+def _git_date(when: datetime | None, count: int) -> str:
+    """git's strict ISO-8601 (%aI): seconds, the offset kept."""
+    if when is None:
+        when = _FAKE_DATES + timedelta(minutes=count)
+    if when.tzinfo is None:
+        raise ValueError("commit dates must be timezone-aware")
+    return when.replace(microsecond=0).isoformat()
+
+
+def _clean_message(message: str) -> str:
+    """`git commit -m` cleanup: trailing spaces, leading/trailing and repeated blank lines go."""
+    lines: list[str] = []
+    for line in message.split("\n"):
+        line = line.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    text = "\n".join(lines).strip("\n")
+    if not text:
+        raise ValueError("git refuses an empty commit message")
+    return text
+
+
+def _fake_spec(
+    project: Project, *, branch: str | None, tag: str | None, revision: str | None
+) -> tuple[str, str, str]:
+    """(kind, name, message when missing), with vcs/git.py's precedence and checks."""
+    for what, value in (("branch", branch), ("tag", tag), ("revision", revision)):
+        if value is not None and value.startswith("-"):
+            raise InvalidRequest(f'Invalid {what} "{value}": it must not start with "-"')
+    if revision is not None:
+        missing = f'Revision "{revision}" not found in the repository'
+        if not _HEX.fullmatch(revision):
+            raise UnknownRevision(missing)
+        return "revision", revision, missing
+    if tag is not None:
+        kind, name, missing = "tag", tag, f'Tag "{tag}" not found in the repository'
+    else:
+        name = branch if branch is not None else project.default_branch
+        kind, missing = "branch", f'Branch "{name}" not found in the repository'
+    if _bad_ref_name(name):
+        raise UnknownRevision(missing)
+    return kind, name, missing
+
+
+def _lookup(refs: _Refs, kind: str, name: str) -> str | None:
+    """The commit a name means, as `git rev-parse <name>^{commit}` finds it in a mirror."""
+    if kind == "branch":
+        return refs.branches.get(name)
+    if kind == "tag":
+        return refs.tags.get(name)
+    wanted = name.lower()
+    if len(name) < 40:
+        # git tries ref names before abbreviated SHAs (tags first); a ref that does not point at a
+        # commit starting with the revision means "not found" (vcs/git.py checks the prefix).
+        target = refs.tags.get(name) or refs.branches.get(name)
+        if target is not None:
+            return target if target.startswith(wanted) else None
+    found = [sha for sha in refs.commits if sha.startswith(wanted)]
+    return found[0] if len(found) == 1 else None
+
+
+def _write_working_copy(dest: Path, files: dict[str, str], *, head: str) -> None:
+    """Write a commit's files; remove those the previous checkout wrote that it lacks."""
+    git_dir = dest / ".git"
+    tracked = git_dir / _TRACKED
+    before: list[str] = json.loads(tracked.read_text()) if tracked.exists() else []
+    for path in before:
+        if path not in files:
+            target = dest / path
+            target.unlink(missing_ok=True)
+            parent = target.parent
+            while parent != dest and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+    for path, text in files.items():
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git_dir.mkdir(parents=True, exist_ok=True)
+    (git_dir / "HEAD").write_text(head + "\n")
+    tracked.write_text(json.dumps(sorted(files)))
+
+
+# --- runner fakes
+# RecordingDispatcher (Dispatcher) keeps what the service asks; RecordingReporter (RunReporter)
+# keeps what a runner says. Neither runs anything in the background.
+
+
+class RecordingDispatcher:
+    """A Dispatcher that runs nothing by itself and keeps what it is asked, for tests to read.
+
+    `submitted` lists every RunRequest in order, `canceled` every build id passed to cancel,
+    `waiting()` the requests neither run nor canceled (keyed by build id, as the local executor:
+    submitting a build again replaces its request). `run_next()` plays the oldest waiting build
+    through a reporter synchronously: queued, started and, if the reporter lets it start,
+    finished with the given outcome. To run real steps, hand a request to a JobRunner instead.
+    """
+
+    def __init__(self) -> None:
+        self.reporter: RunReporter | None = None
+        self.submitted: list[RunRequest] = []
+        self.canceled: list[int] = []
+        self.stopped = False
+        self._waiting: dict[int, RunRequest] = {}
+        self._lock = threading.Lock()
+
+    def start(self, reporter: RunReporter) -> None:
+        self.reporter = reporter
+        self.stopped = False
+
+    def submit(self, request: RunRequest) -> None:
+        with self._lock:
+            self.submitted.append(request)
+            self._waiting[request.build_id] = request
+
+    def cancel(self, build_id: int) -> bool:
+        """True when the build was waiting here (it then never runs)."""
+        with self._lock:
+            self.canceled.append(build_id)
+            return self._waiting.pop(build_id, None) is not None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopped = True
+
+    def waiting(self) -> list[RunRequest]:
+        with self._lock:
+            return list(self._waiting.values())
+
+    def run_next(
+        self,
+        reporter: RunReporter | None = None,
+        *,
+        outcome: Outcome = Outcome.SUCCESS,
+        at: datetime | None = None,
+        worker: str = "fake",
+    ) -> RunRequest | None:
+        """Take the oldest waiting request and report it run to `reporter` (default: the one given
+        to start); None when nothing waits."""
+        target = reporter or self.reporter
+        if target is None:
+            raise RuntimeError("no reporter: pass one or call start() first")
+        with self._lock:
+            if not self._waiting:
+                return None
+            build_id = next(iter(self._waiting))
+            request = self._waiting.pop(build_id)
+        when = at or _now()
+        target.build_queued(build_id, when)
+        if target.build_started(build_id, when, worker):
+            target.build_finished(build_id, outcome, when)
+        return request
+
+
+class RecordingWriter:
+    """A LogWriter that counts everything and keeps the first `keep` bytes."""
+
+    def __init__(self, keep: int, on_chunk: Callable[[int], None] | None) -> None:
+        self.keep = keep
+        self.on_chunk = on_chunk
+        self.data = bytearray()
+        self.size = 0
+        self.chunks = 0
+        self.closed = False
+
+    def write(self, data: bytes, at: datetime, stream: str = "out") -> None:
+        assert not self.closed, "write after close"
+        assert at.tzinfo is not None
+        assert stream == "out"
+        self.chunks += 1
+        self.size += len(data)
+        room = self.keep - len(self.data)
+        if room > 0:
+            self.data += data[:room]
+        if self.on_chunk is not None:
+            self.on_chunk(len(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class RecordingReporter:
+    """A RunReporter that keeps what the runner said, for asserting on the resulting state."""
+
+    allow_start: bool = True
+    keep: int = 1 << 20
+    on_chunk: Callable[[int], None] | None = None
+    on_action_started: Callable[[Action], None] | None = None
+    started_builds: list[tuple[int, str]] = field(default_factory=list)
+    started: list[Action] = field(default_factory=list)
+    finished: dict[tuple[int, int], Action] = field(default_factory=dict)
+    writers: dict[tuple[int, int], RecordingWriter] = field(default_factory=dict)
+    finished_builds: list[tuple[int, Outcome, datetime, tuple[Message, ...]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def build_queued(self, build_id: int, at: datetime) -> None:
+        pass
+
+    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+        with self.lock:
+            self.started_builds.append((build_id, worker))
+        return self.allow_start
+
+    def action_started(self, build_id: int, action: Action) -> None:
+        with self.lock:
+            self.started.append(action)
+        if self.on_action_started is not None:
+            self.on_action_started(action)
+
+    def log_writer(self, build_id: int, step: int, index: int) -> RecordingWriter:
+        writer = RecordingWriter(self.keep, self.on_chunk)
+        with self.lock:
+            self.writers[(step, index)] = writer
+        return writer
+
+    def action_finished(self, build_id: int, action: Action) -> None:
+        with self.lock:
+            assert (action.step, action.index) not in self.finished
+            self.finished[(action.step, action.index)] = action
+
+    def build_finished(
+        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+    ) -> None:
+        with self.lock:
+            self.finished_builds.append((build_id, outcome, at, messages))
+
+    # helpers
+    def log(self, step: int, index: int = 0) -> str:
+        return self.writers[(step, index)].data.decode()
+
+    def steps(self, index: int = 0) -> list[int]:
+        return sorted(step for step, i in self.finished if i == index)
+
+    def status(self, step: int, index: int = 0) -> ActionStatus:
+        return self.finished[(step, index)].status

@@ -192,7 +192,7 @@ def build_summary(view: BuildView, links: Links) -> dict[str, Any]:
         "parallel": b.parallel,
         "build_parameters": b.build_parameters,
         "user": user_json(view.user, p),
-        "job_name": b.job_name,
+        "job_name": b.extra.get("requested_job"),  # the trigger's `job` parameter, else null
         "workflows": b.extra.get("workflows"),
         "platform": "2.0",
         "picard": _picard(b),

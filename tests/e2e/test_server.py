@@ -473,3 +473,64 @@ def test_published_client_pycircleci(server: ServerProcess, repo: Path) -> None:
     assert [b["build_num"] for b in summary] == [2, 1]
     canceled = api.cancel_build("acme", "widget", 2)
     assert canceled["outcome"] == "success"  # already finished: unchanged
+
+
+def test_job_environment_agrees_with_the_api_and_holds_no_server_settings(tmp_path: Path, repo: Path) -> None:
+    commit_files(
+        repo,
+        {".circleci/config.yml": config_yaml([{"run": {"name": "env", "command": "env | sort"}}])},
+        message="Env",
+    )
+    srv = ServerProcess(tmp_path / "env", env={"CIRCLET_DATABASE_URL": "", "CIRCLET_SECRET_PROBE": "s3cret"})
+    with srv:
+        srv.cli("project", "add", "gh/acme/widget", "--repo", str(repo))
+        srv.make_token()
+        srv.request("POST", P + "/tree/main", {"build_parameters": {"CIRCLE_BUILD_NUM": "999", "EXTRA": 5}})
+        build = srv.wait_finished("gh/acme/widget", 1)
+        with urllib.request.urlopen(build["steps"][-1]["actions"][0]["output_url"] + "&file=true") as resp:
+            env = dict(line.split("=", 1) for line in resp.read().decode().splitlines() if "=" in line)
+    assert env["CIRCLE_BUILD_URL"] == build["build_url"]
+    assert env["CIRCLE_SHA1"] == build["vcs_revision"]
+    assert env["CIRCLE_BUILD_NUM"] == "1"  # a build parameter never overrides a built-in
+    assert env["EXTRA"] == "5"
+    assert env["CIRCLE_BRANCH"] == "main" and env["CIRCLE_JOB"] == "build" and env["CI"] == "true"
+    assert env["CIRCLE_NODE_INDEX"] == "0" and env["CIRCLE_NODE_TOTAL"] == "1"
+    assert env["HOME"].startswith(str(tmp_path / "env"))  # a home of the build's own
+    assert not [name for name in env if name.startswith("CIRCLET_")]
+    assert "s3cret" not in "".join(env.values())
+
+
+def test_seed_neighbours_build_tests_artifacts_and_ssh(server: ServerProcess, repo: Path) -> None:
+    import json
+
+    req = urllib.request.Request(
+        server.base + P + "/build",
+        method="POST",
+        data=b'{"branch": "main"}',
+        headers={"Circle-Token": server.token, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read()) == {"status": 200, "body": "Build created"}
+    build = server.wait_finished("gh/acme/widget", 1)
+    assert build["outcome"] == "success" and build["branch"] == "main"
+    assert server.request("POST", P + "/build", {"tag": "v1", "branch": "main"})[0] == 400
+    assert server.request("GET", P + "/1/tests")[1] == {"tests": [], "exceptions": []}
+    assert server.request("GET", P + "/9/tests") == (404, {"message": "Build not found"})
+    assert server.request("GET", P + "/1/artifacts")[1] == []
+    assert server.request("GET", P + "/latest/artifacts?branch=main")[1] == []
+    assert server.request("GET", P + "/latest/artifacts?branch=nope") == (404, {"message": "Build not found"})
+    status, with_ssh = server.request("POST", P + "/1/ssh-users", {"hostname": None, "private_key": "x"})
+    assert status == 200 and [u["login"] for u in with_ssh["ssh_users"]] == ["admin"]
+    status, retried = server.request("POST", P + "/1/ssh")
+    assert status == 200 and retried["why"] == "ssh" and retried["ssh_disabled"] is False
+    assert [u["login"] for u in retried["ssh_users"]] == ["admin"]
+    project_token = server.cli("token", "create", "--project", "gh/acme/widget").stdout.strip()
+    assert server.request("POST", P + "/build", token=project_token) == (
+        403,
+        {"message": "Permission denied"},
+    )
+    assert server.request("POST", P + "/1/ssh-users", token=project_token) == (
+        403,
+        {"message": "Permission denied"},
+    )

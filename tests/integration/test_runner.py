@@ -7,109 +7,22 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from circlet.core.model import Action, ActionStatus, Commit, Message, Outcome, Project, VcsType
+from circlet.core.model import Action, ActionStatus, Commit, Outcome, Project, VcsType
 from circlet.core.plan import JobPlan, PlannedStep, StepKind, When
 from circlet.core.ports import RunRequest
 from circlet.runner.process import Ending, StepProcess, group_alive, is_running, kill_group
 from circlet.runner.run import JobRunner
 from circlet.runner.steps import go_duration
+from circlet.testing import RecordingReporter
 from circlet.vcs.git import GitSourceHost
 
 SHA = "a" * 40
-
-# ------------------------------------------------------------------ a recording RunReporter
-
-
-class RecordingWriter:
-    """A LogWriter that counts everything and keeps the first `keep` bytes."""
-
-    def __init__(self, keep: int, on_chunk: Callable[[int], None] | None) -> None:
-        self.keep = keep
-        self.on_chunk = on_chunk
-        self.data = bytearray()
-        self.size = 0
-        self.chunks = 0
-        self.closed = False
-
-    def write(self, data: bytes, at: datetime, stream: str = "out") -> None:
-        assert not self.closed, "write after close"
-        assert at.tzinfo is not None
-        assert stream == "out"
-        self.chunks += 1
-        self.size += len(data)
-        room = self.keep - len(self.data)
-        if room > 0:
-            self.data += data[:room]
-        if self.on_chunk is not None:
-            self.on_chunk(len(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class RecordingReporter:
-    """A RunReporter that keeps what the runner said, for asserting on the resulting state."""
-
-    allow_start: bool = True
-    keep: int = 1 << 20
-    on_chunk: Callable[[int], None] | None = None
-    on_action_started: Callable[[Action], None] | None = None
-    started_builds: list[tuple[int, str]] = field(default_factory=list)
-    started: list[Action] = field(default_factory=list)
-    finished: dict[tuple[int, int], Action] = field(default_factory=dict)
-    writers: dict[tuple[int, int], RecordingWriter] = field(default_factory=dict)
-    finished_builds: list[tuple[int, Outcome, datetime, tuple[Message, ...]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def build_queued(self, build_id: int, at: datetime) -> None:
-        pass
-
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
-        with self.lock:
-            self.started_builds.append((build_id, worker))
-        return self.allow_start
-
-    def action_started(self, build_id: int, action: Action) -> None:
-        with self.lock:
-            self.started.append(action)
-        if self.on_action_started is not None:
-            self.on_action_started(action)
-
-    def log_writer(self, build_id: int, step: int, index: int) -> RecordingWriter:
-        writer = RecordingWriter(self.keep, self.on_chunk)
-        with self.lock:
-            self.writers[(step, index)] = writer
-        return writer
-
-    def action_finished(self, build_id: int, action: Action) -> None:
-        with self.lock:
-            assert (action.step, action.index) not in self.finished
-            self.finished[(action.step, action.index)] = action
-
-    def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
-    ) -> None:
-        with self.lock:
-            self.finished_builds.append((build_id, outcome, at, messages))
-
-    # helpers
-    def log(self, step: int, index: int = 0) -> str:
-        return self.writers[(step, index)].data.decode()
-
-    def steps(self, index: int = 0) -> list[int]:
-        return sorted(step for step, i in self.finished if i == index)
-
-    def status(self, step: int, index: int = 0) -> ActionStatus:
-        return self.finished[(step, index)].status
-
 
 # ------------------------------------------------------------------ helpers
 

@@ -8,6 +8,7 @@ from circlet.core import signing
 from circlet.core.env import build_url, builtin_environment, is_env_name, job_environment, parameter_text
 from circlet.core.model import Build, Project, Scope, Token, VcsType
 from circlet.core.permissions import Decision, decide
+from circlet.core.projects import Role
 
 PROJECT = Project(id=1, vcs_type=VcsType.GITHUB, username="acme", reponame="widget", repo_url="/r")
 OSS = Project(id=2, vcs_type=VcsType.GITHUB, username="acme", reponame="open", repo_url="/o", oss=True)
@@ -18,35 +19,48 @@ STATUS = Token(token_hash="s", project_id=1, scope=Scope.STATUS)
 OTHER = Token(token_hash="o", project_id=99, scope=Scope.ALL)
 
 
+R, W, A = Role.READ, Role.WRITE, Role.ADMIN
+V, T, RS, WS = Scope.VIEW_BUILDS, Scope.TRIGGER_BUILDS, Scope.READ_SETTINGS, Scope.WRITE_SETTINGS
+ALLOW, HIDE, DENY = Decision.ALLOW, Decision.HIDE, Decision.DENY
+
+
 @pytest.mark.parametrize(
-    ("token", "project", "need", "user_only", "expected"),
+    ("token", "project", "need", "user_only", "admin", "role", "expected"),
     [
-        pytest.param(None, PROJECT, Scope.VIEW_BUILDS, False, Decision.HIDE, id="anonymous-private-hidden"),
-        pytest.param(None, OSS, Scope.VIEW_BUILDS, False, Decision.ALLOW, id="anonymous-reads-oss"),
-        pytest.param(
-            None, OSS, Scope.TRIGGER_BUILDS, False, Decision.HIDE, id="anonymous-cannot-trigger-oss"
-        ),
-        pytest.param(USER, PROJECT, Scope.TRIGGER_BUILDS, False, Decision.ALLOW, id="user-token-all"),
-        pytest.param(USER, PROJECT, Scope.VIEW_BUILDS, True, Decision.ALLOW, id="user-token-user-only"),
-        pytest.param(ALL, PROJECT, Scope.TRIGGER_BUILDS, False, Decision.ALLOW, id="project-all-triggers"),
-        pytest.param(ALL, PROJECT, Scope.VIEW_BUILDS, True, Decision.DENY, id="project-token-user-only-403"),
-        pytest.param(VIEW, PROJECT, Scope.VIEW_BUILDS, False, Decision.ALLOW, id="view-builds-reads"),
-        pytest.param(
-            VIEW, PROJECT, Scope.TRIGGER_BUILDS, False, Decision.DENY, id="view-builds-cannot-trigger"
-        ),
-        pytest.param(
-            VIEW, PROJECT, Scope.WRITE_SETTINGS, False, Decision.DENY, id="view-builds-cannot-write"
-        ),
-        pytest.param(STATUS, PROJECT, Scope.VIEW_BUILDS, False, Decision.DENY, id="status-token-never-api"),
-        pytest.param(
-            OTHER, PROJECT, Scope.VIEW_BUILDS, False, Decision.HIDE, id="other-projects-token-hidden"
-        ),
+        pytest.param(None, PROJECT, V, False, False, None, HIDE, id="anonymous-private-hidden"),
+        pytest.param(None, OSS, V, False, False, None, ALLOW, id="anonymous-reads-oss"),
+        pytest.param(None, OSS, T, False, False, None, HIDE, id="anonymous-cannot-trigger-oss"),
+        pytest.param(USER, PROJECT, WS, False, True, None, ALLOW, id="admin-user-everything"),
+        pytest.param(USER, PROJECT, V, False, False, None, HIDE, id="non-member-hidden"),
+        pytest.param(USER, OSS, V, False, False, None, ALLOW, id="non-member-reads-oss"),
+        pytest.param(USER, OSS, T, False, False, None, HIDE, id="non-member-cannot-trigger-oss"),
+        pytest.param(USER, PROJECT, V, False, False, R, ALLOW, id="reader-reads"),
+        pytest.param(USER, PROJECT, T, False, False, R, DENY, id="reader-cannot-trigger"),
+        pytest.param(USER, PROJECT, RS, False, False, R, DENY, id="reader-cannot-read-settings"),
+        pytest.param(USER, PROJECT, T, False, False, W, ALLOW, id="writer-triggers"),
+        pytest.param(USER, PROJECT, RS, False, False, W, ALLOW, id="writer-reads-settings"),
+        pytest.param(USER, PROJECT, WS, False, False, W, DENY, id="writer-cannot-write-settings"),
+        pytest.param(USER, PROJECT, WS, False, False, A, ALLOW, id="project-admin-writes-settings"),
+        pytest.param(USER, PROJECT, V, True, False, R, ALLOW, id="user-only-endpoint-for-a-member"),
+        pytest.param(ALL, PROJECT, T, False, False, None, ALLOW, id="project-all-triggers"),
+        pytest.param(ALL, PROJECT, V, True, False, None, DENY, id="project-token-user-only-403"),
+        pytest.param(VIEW, PROJECT, V, False, False, None, ALLOW, id="view-builds-reads"),
+        pytest.param(VIEW, PROJECT, T, False, False, None, DENY, id="view-builds-cannot-trigger"),
+        pytest.param(VIEW, PROJECT, WS, False, False, None, DENY, id="view-builds-cannot-write"),
+        pytest.param(STATUS, PROJECT, V, False, False, None, DENY, id="status-token-never-api"),
+        pytest.param(OTHER, PROJECT, V, False, False, None, HIDE, id="other-projects-token-hidden"),
     ],
 )
 def test_permission_table(
-    token: Token | None, project: Project, need: Scope, user_only: bool, expected: Decision
+    token: Token | None,
+    project: Project,
+    need: Scope,
+    user_only: bool,
+    admin: bool,
+    role: Role | None,
+    expected: Decision,
 ) -> None:
-    assert decide(token, project, need, user_only=user_only) is expected
+    assert decide(token, project, need, user_only=user_only, user_admin=admin, role=role) is expected
 
 
 @pytest.mark.parametrize(

@@ -230,7 +230,7 @@ class Build:
     commit: Commit | None = None
     why: Why = Why.API
     dont_build: str | None = None
-    job_name: str | None = None  # the job asked for with the trigger (None = default `build`)
+    job_name: str | None = None  # the job this build runs (None in old rows = the default `build`)
     build_parameters: dict[str, Any] | None = None
     parallel: int = 1
     lifecycle: Lifecycle = Lifecycle.NOT_RUNNING

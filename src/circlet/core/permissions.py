@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from circlet.core.model import Project, Scope, Token
+from circlet.core.projects import Role
 
 # What each scope includes: status < view-builds < {read-settings, trigger-builds, write-settings} < all.
 INCLUDES: dict[Scope, frozenset[Scope]] = {
@@ -19,6 +20,15 @@ INCLUDES: dict[Scope, frozenset[Scope]] = {
 }
 
 
+# What a member of each role may do.
+ROLE_SCOPE: dict[Role, Scope] = {
+    Role.READ: Scope.VIEW_BUILDS,
+    Role.WRITE: Scope.TRIGGER_BUILDS,
+    Role.ADMIN: Scope.ALL,
+}
+WRITE_EXTRA = frozenset({Scope.READ_SETTINGS})  # writers may read settings too
+
+
 class Decision(StrEnum):
     """The answer to a request on a project."""
 
@@ -27,19 +37,36 @@ class Decision(StrEnum):
     DENY = "deny"  # 403 Permission denied: visible, but not allowed
 
 
-def decide(token: Token | None, project: Project, need: Scope, *, user_only: bool = False) -> Decision:
+def decide(
+    token: Token | None,
+    project: Project,
+    need: Scope,
+    *,
+    user_only: bool = False,
+    user_admin: bool = False,
+    role: Role | None = None,
+) -> Decision:
     """May this token do something needing `need` on `project`?
 
-    User tokens act with `all` on every project (the simplification 2.3 allows); project tokens
-    act on their own project with their scope, never on user-only endpoints; without a token
-    only reads of open-source projects are allowed. The status scope never reaches the API.
+    A personal token acts as its user: an administrator may do everything everywhere; anyone
+    else what their role on the project allows (api-v1.1.md 2.3), and sees nothing of a
+    project they are not a member of (unless it is open source, for reads). A project token
+    acts on its own project with its scope, never on user-only endpoints; the status scope
+    never reaches the API. Without a token only reads of open-source projects are allowed.
     """
     if token is None:
         if project.oss and need is Scope.VIEW_BUILDS and not user_only:
             return Decision.ALLOW
         return Decision.HIDE
     if token.user_id is not None:
-        return Decision.ALLOW
+        if user_admin:
+            return Decision.ALLOW
+        if role is None:
+            if project.oss and need is Scope.VIEW_BUILDS:
+                return Decision.ALLOW
+            return Decision.HIDE
+        allowed = INCLUDES[ROLE_SCOPE[role]] | (WRITE_EXTRA if role is Role.WRITE else frozenset())
+        return Decision.ALLOW if need in allowed else Decision.DENY
     if token.project_id != project.id:
         return Decision.HIDE
     if user_only or token.scope is Scope.STATUS:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from typing import IO, Any
 from circlet.core.model import Action, Message, Outcome
 from circlet.core.ports import LogWriter, RunReporter, RunRequest
 from circlet.executors import protocol
+from circlet.runner.process import kill_recorded_groups
 
 log = logging.getLogger("circlet.executors.child")
 
@@ -118,6 +120,8 @@ def child_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-grace", type=float, default=3.0)
     parser.add_argument("--keep-workspaces", action="store_true")
     args = parser.parse_args(argv)
+    # The server stops its runners by closing their stdin, never by a terminal's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # fd 1 is the protocol; anything else that prints (a library, a warning) goes to stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
@@ -146,6 +150,7 @@ def child_main(argv: list[str] | None = None) -> None:
         message = json.loads(line)
         op = message["op"]
         if op == "run":
+            groups = message.get("groups_file")
             runner = JobRunner(
                 workspace_root=args.workspaces,
                 source=source,
@@ -153,6 +158,7 @@ def child_main(argv: list[str] | None = None) -> None:
                 worker=args.worker,
                 keep_workspace=args.keep_workspaces,
                 kill_grace=args.kill_grace,
+                groups_file=Path(groups) if groups else None,
             )
             current[:] = [runner]
             worker = threading.Thread(target=run, args=(protocol.decode_request(message["request"]), runner))
@@ -207,8 +213,10 @@ class ProcessRunner:
             str(kill_grace),
             *(["--keep-workspaces"] if keep_workspaces else []),
         ]
+        self.groups_dir = groups_dir(workspace_root)
         self._proc: subprocess.Popen[str] | None = None
         self._write_lock = threading.Lock()
+        self._running = False
 
     def start(self) -> None:
         """Start the child now if it is not running (to have it warm before the first build)."""
@@ -222,6 +230,7 @@ class ProcessRunner:
                 encoding="utf-8",
                 env=env,
                 bufsize=1,
+                start_new_session=True,  # a Ctrl-C on the server is not the runner's to act on
             )
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -239,8 +248,21 @@ class ProcessRunner:
         self.start()
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        self._send({"op": "run", "request": protocol.encode_request(request)})
         build_id = request.build_id
+        self.groups_dir.mkdir(parents=True, exist_ok=True)
+        groups = self.groups_dir / str(build_id)
+        self._running = True
+        try:
+            return self._relay(proc, request, reporter, groups)
+        finally:
+            self._running = False
+
+    def _relay(
+        self, proc: subprocess.Popen[str], request: RunRequest, reporter: RunReporter, groups: Path
+    ) -> Outcome:
+        assert proc.stdout is not None
+        build_id = request.build_id
+        self._send({"op": "run", "request": protocol.encode_request(request), "groups_file": str(groups)})
         finished = False
         for line in proc.stdout:
             message = json.loads(line)
@@ -261,10 +283,15 @@ class ProcessRunner:
                     protocol.decode_messages(message["messages"]),
                 )
             elif op == "done":
+                groups.unlink(missing_ok=True)
                 return Outcome(message["outcome"])
         code = proc.wait()
         self._proc = None
-        log.error("event=runner_process_died build_id=%s code=%s", build_id, code)
+        _close_pipes(proc)
+        # Its steps run in sessions of their own: they outlive it unless killed here.
+        killed = kill_recorded_groups(groups)
+        groups.unlink(missing_ok=True)
+        log.error("event=runner_process_died build_id=%s code=%s groups_killed=%s", build_id, code, killed)
         if not finished:
             reporter.build_finished(
                 build_id,
@@ -301,7 +328,21 @@ class ProcessRunner:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if not self._running:  # else run() sees the end of its output and closes it
+            _close_pipes(proc)
         self._proc = None
+
+
+def groups_dir(workspace_root: Path) -> Path:
+    """Where runners record the process groups of running builds (runner/process.py)."""
+    return workspace_root / ".groups"
+
+
+def _close_pipes(proc: subprocess.Popen[str]) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.close()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class ThreadRunner:
         worker: str = "local",
         keep_workspace: bool = False,
         kill_grace: float = 3.0,
+        groups_dir: Path | None = None,
     ) -> None:
+        self.groups_dir = groups_dir
         self.workspace_root = workspace_root
         self.source = source
         self.worker = worker
@@ -61,7 +63,12 @@ class ThreadRunner:
         self._current: JobRunner | None = None
 
     def run(self, request: RunRequest, reporter: RunReporter) -> Outcome:
+        groups = None
+        if self.groups_dir is not None:
+            self.groups_dir.mkdir(parents=True, exist_ok=True)
+            groups = self.groups_dir / str(request.build_id)
         self._current = JobRunner(
+            groups_file=groups,
             workspace_root=self.workspace_root,
             source=self.source,
             reporter=reporter,
@@ -73,6 +80,8 @@ class ThreadRunner:
             return self._current.run(request)
         finally:
             self._current = None
+            if groups is not None:
+                groups.unlink(missing_ok=True)
 
     def cancel(self) -> None:
         current = self._current
@@ -92,7 +101,10 @@ class LocalExecutor:
         slots: int,
         runner_factory: Callable[[], SlotRunner],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_start: Callable[[], object] | None = None,
     ) -> None:
+        """`on_start` runs once before the slots start (the cleanup after a crash)."""
+        self.on_start = on_start
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
@@ -112,6 +124,8 @@ class LocalExecutor:
                 return
             self._reporter = reporter
             self._stopping = False
+            if self.on_start is not None:
+                self.on_start()
             for n in range(self.slots):
                 runner = self.runner_factory()
                 warm = getattr(runner, "start", None)

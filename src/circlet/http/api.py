@@ -291,6 +291,68 @@ def cancel(request: Request, vcs_type: str, username: str, reponame: str, build_
     return json_response(request, build_summary(svc.circlet.view(project, build, details=False), svc.links))
 
 
+@router.post(P + "/{build_num}/ssh-users")
+def ssh_users(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
+    """Let the calling user SSH into the build (user tokens only; any body is ignored)."""
+    project, _ = project_access(request, vcs_type, username, reponame, Scope.TRIGGER_BUILDS, user_only=True)
+    user = caller_user(request)
+    svc = services(request)
+    build = svc.circlet.add_ssh_user(project, _build_num(build_num), user.login)
+    return json_response(request, build_summary(svc.circlet.view(project, build, details=False), svc.links))
+
+
+@router.post(P + "/build")
+async def trigger_project(request: Request, vcs_type: str, username: str, reponame: str) -> Response:
+    """Build the project as a push would; answers exactly {"status": 200, "body": "Build created"}."""
+    fields = await _trigger_fields(request)
+    project, token = project_access(
+        request, vcs_type, username, reponame, Scope.TRIGGER_BUILDS, user_only=True
+    )
+    named = {}
+    for name in ("branch", "revision", "tag"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidRequest(f"{name} must be a non-empty string")
+        named[name] = value
+    svc = services(request)
+    await run_in_threadpool(lambda: svc.circlet.trigger_pipeline(project, user_id=_user_id(token), **named))
+    return json_response(request, {"status": 200, "body": "Build created"})
+
+
+# ---------------------------------------------------------------- tests and artifacts
+
+
+@router.get(P + "/{build_num}/tests")
+def tests(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
+    """Test metadata. Until test results are parsed (store_test_results), a build has none."""
+    project, _ = project_access(request, vcs_type, username, reponame, Scope.VIEW_BUILDS)
+    services(request).circlet.get_build(project, _build_num(build_num))
+    return json_response(request, {"tests": [], "exceptions": []})
+
+
+@router.get(P + "/{build_num}/artifacts")
+def artifacts(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
+    """A build's artifacts (`latest` = the newest build matching ?branch= and ?filter=, default
+    completed). Until store_artifacts keeps files, a build has none."""
+    project, _ = project_access(request, vcs_type, username, reponame, Scope.VIEW_BUILDS)
+    svc = services(request).circlet
+    if build_num == "latest":
+        filter_name = request.query_params.get("filter", "")
+        lifecycles, outcomes = FILTERS.get(filter_name, FILTERS["completed"])
+        query = BuildQuery(
+            project_ids=(project.id or 0,),
+            branch=request.query_params.get("branch") or None,
+            lifecycles=lifecycles,
+            outcomes=outcomes,
+            limit=1,
+        )
+        if not svc.list_builds(query):
+            raise NotFound("Build not found")
+    else:
+        svc.get_build(project, _build_num(build_num))
+    return json_response(request, [])
+
+
 # ---------------------------------------------------------------- step output
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from circlet import __version__
@@ -53,8 +56,18 @@ class CorsAnyOrigin:
         await self.app(scope, receive, send_with_cors)
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, on_shutdown: Callable[[], object] | None = None) -> FastAPI:
+    """The application. `on_shutdown` runs when the server shuts down (uvicorn's lifespan),
+    before uvicorn re-raises a SIGTERM it caught: the place to stop the executor."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await run_in_threadpool(on_shutdown)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="circlet",
         version=__version__,
         description="A self-hosted CI server that speaks CircleCI's API v1.1.",

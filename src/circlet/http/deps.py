@@ -73,7 +73,8 @@ def project_access(
     except NotFound:
         raise NotFound("Project not found") from None
     token = caller(request)
-    decision = decide(token, project, need, user_only=user_only)
+    user_admin, role = services(request).circlet.standing(token, project)
+    decision = decide(token, project, need, user_only=user_only, user_admin=user_admin, role=role)
     if decision is Decision.HIDE:
         raise NotFound("Project not found")
     if decision is Decision.DENY:

@@ -334,3 +334,62 @@ def is_running(pid: int) -> bool:
     except OSError as exc:
         return exc.errno != errno.ENOENT
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+# -------------------------------------------------------------------- groups left behind
+
+# A runner that dies (SIGKILL, OOM) or a server killed with its runners cannot kill its steps'
+# process groups (each step has a session of its own). So every group a runner starts is
+# recorded in a file as `pgid starttime`, and whoever notices the runner gone kills them:
+# the server when a runner process dies, the executor on start after a crash.
+
+
+def leader_start_time(pid: int) -> str | None:
+    """The start time (in clock ticks since boot) of process `pid`, or None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5), counted after `comm`
+
+
+def record_group(groups_file: Path, pgid: int) -> None:
+    """Append a just-started group (its leader alive) to the build's groups file."""
+    started = leader_start_time(pgid) or "?"
+    with open(groups_file, "a", encoding="ascii") as handle:
+        handle.write(f"{pgid} {started}\n")
+
+
+def kill_recorded_groups(groups_file: Path) -> int:
+    """SIGKILL the groups a file records, where they are still the same groups; returns how
+    many were signalled. Linux does not reuse a number while a process group of that number
+    exists, so with the leader gone, what remains in the group is the step's. With a process of
+    that number alive, it is killed only if its start time is the recorded leader's."""
+    try:
+        lines = groups_file.read_text(encoding="ascii").splitlines()
+    except OSError:
+        return 0
+    killed = 0
+    for line in lines:
+        pgid_text, _, started = line.partition(" ")
+        if not pgid_text.isdigit():
+            continue
+        pgid = int(pgid_text)
+        now = leader_start_time(pgid)
+        if now is not None and now != started:
+            continue  # the number belongs to another process now
+        if signal_group(pgid, signal.SIGKILL):
+            killed += 1
+    return killed
+
+
+def reap_orphans(groups_dir: Path) -> int:
+    """Kill the groups of every groups file in `groups_dir` and remove the files (after a crash)."""
+    killed = 0
+    if not groups_dir.is_dir():
+        return 0
+    for groups_file in groups_dir.iterdir():
+        killed += kill_recorded_groups(groups_file)
+        groups_file.unlink(missing_ok=True)
+    return killed

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from circlet.core.model import Action, ActionStatus, Message, Outcome
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
 from circlet.core.status import outcome_from_actions
-from circlet.runner.process import CANCEL_GRACE, KILL_GRACE
+from circlet.runner.process import CANCEL_GRACE, KILL_GRACE, record_group
 from circlet.runner.steps import (
     HANDLERS,
     ActionLog,
@@ -67,12 +68,19 @@ def should_run(step: PlannedStep, job_failed: bool) -> bool:
 class _Node:
     """One node (container) of the build: its directories, environment and failure flag."""
 
-    def __init__(self, request: RunRequest, index: int, root: Path, runtime: Path | None) -> None:
+    def __init__(
+        self,
+        request: RunRequest,
+        index: int,
+        root: Path,
+        runtime: Path | None,
+        on_group: Callable[[int], None] | None = None,
+    ) -> None:
         self.index = index
         self.workspace = NodeWorkspace(
             root=root / f"node{index}", runtime=runtime / f"node{index}" if runtime else None
         )
-        self.processes = NodeProcesses()
+        self.processes = NodeProcesses(on_group)
         self.job_failed = False
         self.statuses: list[ActionStatus] = []  # foreground actions' final statuses
         self.background: list[threading.Thread] = []
@@ -115,8 +123,12 @@ class JobRunner:
         worker: str = "local",
         keep_workspace: bool = False,
         kill_grace: float = KILL_GRACE,
+        groups_file: Path | None = None,
     ) -> None:
+        """`groups_file`, when given, records every process group started (record_group), so
+        that if this runner dies its steps can still be killed (kill_recorded_groups)."""
         self.workspace_root = Path(workspace_root)
+        self.groups_file = groups_file
         self.source = source
         self.reporter = reporter
         self.worker = worker
@@ -170,7 +182,10 @@ class JobRunner:
     # ---------------------------------------------------------------- nodes
 
     def _run_nodes(self, request: RunRequest, root: Path, runtime: Path | None) -> Outcome:
-        nodes = [_Node(request, i, root, runtime) for i in range(max(1, request.parallelism))]
+        nodes = [
+            _Node(request, i, root, runtime, self._record_group if self.groups_file else None)
+            for i in range(max(1, request.parallelism))
+        ]
         with self._lock:
             self._nodes = nodes
             canceled = self._canceled.is_set()
@@ -326,6 +341,11 @@ class JobRunner:
         ctx.log.line(f"Node {ctx.index} of {ctx.env.get('CIRCLE_NODE_TOTAL', '1')}; HOME is {ctx.home}")
         ctx.log.line(f"BASH_ENV is {ctx.workspace.bash_env}")
         return StepResult(status=ActionStatus.SUCCESS)
+
+    def _record_group(self, pgid: int) -> None:
+        assert self.groups_file is not None
+        with self._lock:
+            record_group(self.groups_file, pgid)
 
     def _message(self, text: str) -> None:
         with self._lock:

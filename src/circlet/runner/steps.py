@@ -74,7 +74,8 @@ class NodeProcesses:
     killed at once, so no race lets one slip through.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[int], None] | None = None) -> None:
+        self._on_start = on_start  # told each new process group (runner/process.py record_group)
         self._lock = threading.Lock()
         self._running: set[StepProcess] = set()
         self._leftover_groups: set[int] = set()
@@ -82,6 +83,8 @@ class NodeProcesses:
         self._stopping = False
 
     def add(self, proc: StepProcess) -> None:
+        if self._on_start is not None:
+            self._on_start(proc.pgid)
         with self._lock:
             self._running.add(proc)
             if self._canceled:

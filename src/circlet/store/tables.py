@@ -163,3 +163,91 @@ actions = sa.Table(
     sa.Column("truncated", sa.Boolean, nullable=False),
     sa.Column("messages", _json(), nullable=False),
 )
+
+
+# ---------------------------------------------------------------- project settings (migration 0002)
+
+# Who may do what on a project: role is one of read, write, admin (core/permissions.py).
+project_members = sa.Table(
+    "project_members",
+    metadata,
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime),
+)
+
+follows = sa.Table(
+    "follows",
+    metadata,
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("created_at", UTCDateTime),
+)
+
+project_env_vars = sa.Table(
+    "project_env_vars",
+    metadata,
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime),
+)
+
+checkout_keys = sa.Table(
+    "checkout_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),  # deploy-key | github-user-key
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("fingerprint_md5", sa.String(64), nullable=False),
+    sa.Column("fingerprint_sha256", sa.String(64), nullable=False),
+    sa.Column("login", sa.String(255)),
+    sa.Column("preferred", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime),
+    sa.Index(None, "project_id"),
+)
+
+project_ssh_keys = sa.Table(
+    "project_ssh_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("hostname", sa.String(255), nullable=False),  # "" = every host
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # md5, colon-hex
+    sa.Column("created_at", UTCDateTime),
+    sa.Index(None, "project_id"),
+)
+
+# ---------------------------------------------------------------- notification webhooks (migration 0002)
+
+project_webhooks = sa.Table(
+    "project_webhooks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime),
+    sa.Index(None, "project_id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("build_id", sa.Integer, sa.ForeignKey("builds.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # config | project
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_status", sa.Integer),  # HTTP status of the last attempt
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Index(None, "build_id"),
+    sa.Index(None, "state", "next_attempt_at"),
+)
