@@ -31,7 +31,10 @@ class Bench:
         self.server.make_token()
 
     def set_steps(self, steps: list[Any]) -> None:
-        commit_files(self.repo, {".circleci/config.yml": config_yaml(steps)}, message="bench")
+        self.set_config(config_yaml(steps))
+
+    def set_config(self, text: str) -> None:
+        commit_files(self.repo, {".circleci/config.yml": text}, message="bench")
 
     def trigger(self) -> int:
         status, body = self.server.request("POST", P + "/tree/main")

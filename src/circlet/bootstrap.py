@@ -8,11 +8,14 @@ from circlet.core.ports import Dispatcher
 from circlet.executors.child import ProcessRunner, groups_dir
 from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
 from circlet.http.deps import Services
+from circlet.notify import Notifier
 from circlet.runner.process import reap_orphans
 from circlet.service import Circlet
 from circlet.settings import Settings
+from circlet.store.deliveries_sql import SqlDeliveryStore
 from circlet.store.logs import FileLogStore
 from circlet.store.migrate import migrate
+from circlet.store.settings_sql import SqlProjectSettingsStore
 from circlet.store.sql import SqlBuildStore, make_engine
 from circlet.vcs.git import GitSourceHost
 from circlet.wire import Links
@@ -62,12 +65,16 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
     store = SqlBuildStore(engine)
     logs = FileLogStore(settings.logs_dir)
     source = GitSourceHost(settings.mirrors_dir)
+    links = Links(settings.effective_base_url, settings.secret_key())
+    # Webhooks are signed with the server's secret (docs/webhooks.md).
+    notifier = Notifier(deliveries=SqlDeliveryStore(engine), links=links, secret=settings.secret_key())
     circlet = Circlet(
         store=store,
         logs=logs,
         source=source,
         dispatcher=build_dispatcher(settings, source),
+        settings=SqlProjectSettingsStore(engine),
         base_url=settings.effective_base_url,
+        notifier=notifier,
     )
-    links = Links(settings.effective_base_url, settings.secret_key())
     return App(settings=settings, circlet=circlet, services=Services(circlet=circlet, links=links))

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from circlet import __version__
-from circlet.core.errors import CircletError
-from circlet.core.model import Scope
+from circlet.core.errors import CircletError, NotFound
+from circlet.core.model import Project, Scope
+from circlet.core.projects import Role, mask
 from circlet.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -142,6 +143,160 @@ def project_list() -> None:
         click.echo(f"{p.slug}\t{p.default_branch}\t{p.repo_url}")
 
 
+def _project(app: App, slug: str) -> Project:
+    """The project named by a gh/acme/widget slug (ClickException when there is none)."""
+    parts = slug.strip("/").split("/")
+    if len(parts) != 3:
+        raise click.UsageError("SLUG must look like gh/acme/widget")
+    try:
+        return app.circlet.get_project(*parts)
+    except CircletError as exc:
+        raise click.ClickException(f"{exc.message}: {slug}") from exc
+
+
+@project.command("grant")
+@click.argument("slug")
+@click.argument("login")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True, help="What they may do.")
+def project_grant(slug: str, login: str, role: str) -> None:
+    """Make LOGIN a member of SLUG with a role (read: see builds; write: also trigger, retry,
+    cancel and read settings; admin: everything), or change their role."""
+    app = _app(_settings())
+    target = _project(app, slug)
+    try:
+        app.circlet.grant(target, login, Role(role))
+    except CircletError as exc:
+        raise click.ClickException(f"{exc.message} (add users with `circlet user add`)") from exc
+    click.echo(f"{login} is now {role} on {target.slug}")
+
+
+@project.command("revoke")
+@click.argument("slug")
+@click.argument("login")
+def project_revoke(slug: str, login: str) -> None:
+    """End LOGIN's membership of SLUG."""
+    app = _app(_settings())
+    target = _project(app, slug)
+    try:
+        app.circlet.revoke(target, login)
+    except CircletError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{login} is no longer a member of {target.slug}")
+
+
+@project.group("webhook")
+def project_webhook() -> None:
+    """URLs notified when a build of the project finishes."""
+
+
+@project_webhook.command("add")
+@click.argument("slug")
+@click.argument("url")
+def webhook_add(slug: str, url: str) -> None:
+    """Notify URL when a build of SLUG finishes."""
+    app = _app(_settings())
+    try:
+        hook = app.circlet.add_webhook(_project(app, slug), url)
+    except CircletError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"added webhook {hook.id}: {hook.url}")
+
+
+@project_webhook.command("list")
+@click.argument("slug")
+def webhook_list(slug: str) -> None:
+    """List SLUG's webhooks: id and URL."""
+    app = _app(_settings())
+    for hook in app.circlet.list_webhooks(_project(app, slug)):
+        click.echo(f"{hook.id}\t{hook.url}")
+
+
+@project_webhook.command("remove")
+@click.argument("slug")
+@click.argument("hook_id", metavar="ID", type=int)
+def webhook_remove(slug: str, hook_id: int) -> None:
+    """Remove webhook ID (see `circlet project webhook list`)."""
+    app = _app(_settings())
+    try:
+        app.circlet.remove_webhook(_project(app, slug), hook_id)
+    except CircletError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"removed webhook {hook_id}")
+
+
+@project.group("env")
+def project_env() -> None:
+    """Environment variables every build of the project gets."""
+
+
+@project_env.command("set")
+@click.argument("slug")
+@click.argument("name")
+@click.argument("value")
+def env_set(slug: str, name: str, value: str) -> None:
+    """Set NAME to VALUE for SLUG's builds (overwrites)."""
+    app = _app(_settings())
+    try:
+        app.circlet.set_env_var(_project(app, slug), name, value)
+    except CircletError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"set {name}")
+
+
+@project_env.command("list")
+@click.argument("slug")
+def env_list(slug: str) -> None:
+    """List SLUG's variables, values masked."""
+    app = _app(_settings())
+    for var in app.circlet.list_env_vars(_project(app, slug)):
+        click.echo(f"{var.name}\t{mask(var.value)}")
+
+
+@project_env.command("unset")
+@click.argument("slug")
+@click.argument("name")
+def env_unset(slug: str, name: str) -> None:
+    """Delete NAME from SLUG's variables."""
+    app = _app(_settings())
+    try:
+        app.circlet.delete_env_var(_project(app, slug), name)
+    except CircletError as exc:
+        raise click.ClickException(f"{exc.message}: {name}") from exc
+    click.echo(f"unset {name}")
+
+
+# ---------------------------------------------------------------- users
+
+
+@main.group()
+def user() -> None:
+    """Add and list users (people who hold personal tokens)."""
+
+
+@user.command("add")
+@click.argument("login")
+@click.option("--name", default=None, help="Full name.")
+@click.option("--email", default=None, help="Email address.")
+@click.option("--admin", is_flag=True, help="An administrator: may do everything on every project.")
+def user_add(login: str, name: str | None, email: str | None, admin: bool) -> None:
+    """Add a user; give them projects with `circlet project grant` and a token with
+    `circlet token create --user LOGIN`."""
+    app = _app(_settings())
+    try:
+        app.circlet.add_user(login, name=name, email=email, admin=admin)
+    except CircletError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"added user {login}" + (" (administrator)" if admin else ""))
+
+
+@user.command("list")
+def user_list() -> None:
+    """List users: login, admin or user, name, email."""
+    app = _app(_settings())
+    for u in app.circlet.list_users():
+        click.echo(f"{u.login}\t{'admin' if u.admin else 'user'}\t{u.name or ''}\t{u.email or ''}")
+
+
 # ---------------------------------------------------------------- tokens
 
 
@@ -173,7 +328,15 @@ def token_create(login: str, slug: str | None, scope: str, label: str) -> None:
             target = svc.get_project(*parts)
             _, secret = svc.create_token(project=target, scope=Scope(scope), label=label)
         else:
-            user = svc.ensure_user(login, admin=login == "admin")
+            if login == "admin":
+                user = svc.ensure_user(login, admin=True)
+            else:
+                try:
+                    user = svc.user_by_login(login)
+                except NotFound:
+                    raise click.ClickException(
+                        f"no user {login!r}: add it first with `circlet user add {login}`"
+                    ) from None
             _, secret = svc.create_token(user=user, label=label)
     except CircletError as exc:
         raise click.ClickException(exc.message) from exc
@@ -195,9 +358,23 @@ def token_list() -> None:
 def token_revoke(token_id: int) -> None:
     """Revoke a token by its id (see `circlet token list`)."""
     app = _app(_settings())
-    if not app.circlet.store.revoke_token(token_id):
+    if not app.circlet.revoke_token(token_id):
         raise click.ClickException(f"no token with id {token_id}")
     click.echo(f"revoked token {token_id}")
+
+
+# ---------------------------------------------------------------- webhook deliveries
+
+
+@main.command()
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(min=0), help="How many.")
+def deliveries(limit: int) -> None:
+    """List notification webhook deliveries, newest first (docs/webhooks.md)."""
+    app = _app(_settings())
+    for d, build, project in app.circlet.list_deliveries(limit=limit):
+        where = f"{project.slug}/{build.build_num}" if project and build else f"build-id:{d.build_id}"
+        outcome = d.last_error or (f"HTTP {d.last_status}" if d.last_status is not None else "-")
+        click.echo(f"{d.id}\t{d.state}\t{d.attempts}\t{where}\t{d.source}\t{d.url}\t{outcome}")
 
 
 # ---------------------------------------------------------------- local builds

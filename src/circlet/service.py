@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -17,7 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from circlet import sshkeys
 from circlet.core import config as config_mod
 from circlet.core import env as env_mod
 from circlet.core.errors import (
@@ -42,6 +45,7 @@ from circlet.core.model import (
     VcsType,
     Why,
 )
+from circlet.core.permissions import allowed_scopes
 from circlet.core.plan import JobPlan
 from circlet.core.ports import (
     BuildQuery,
@@ -50,17 +54,36 @@ from circlet.core.ports import (
     LogChunk,
     LogStore,
     LogWriter,
+    Notifier,
+    ProjectSettingsStore,
     RunRequest,
     SourceHost,
 )
-from circlet.core.projects import Role
+from circlet.core.projects import (
+    BranchOverview,
+    BuildBrief,
+    CheckoutKey,
+    Delivery,
+    EnvVar,
+    ProjectOverview,
+    PublicSshKey,
+    Role,
+    SshKey,
+    Webhook,
+)
 from circlet.core.status import derive_status
 from circlet.journal import ActionJournal
 
 log = logging.getLogger("circlet.service")
 
 CONFIG_PATH = ".circleci/config.yml"
+CHECKOUT_KEY_TYPES = ("deploy-key", "github-user-key")
+INVALID_SSH_KEY = "it looks like private key is invalid key.  Double check"  # CircleCI's words
+LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+OVERVIEW_WINDOW = 500  # newest builds of a project whose branches /projects lists
 DEFAULT_JOB = "build"
+USER_CACHE_SECONDS = 5.0
+AUTH_CACHE_SECONDS = 5.0
 REFUSE_21 = "Triggering a single job is not supported for configurations that specify version: 2.1"
 NO_SUCH_JOB = "Cannot find a job named `{job}` to run in the `jobs:` section of your configuration file."
 
@@ -83,17 +106,30 @@ class Circlet:
         logs: LogStore,
         source: SourceHost,
         dispatcher: Dispatcher,
+        settings: ProjectSettingsStore,
         base_url: str,
         clock: Callable[[], datetime] = utcnow,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.logs = logs
         self.source = source
         self.dispatcher = dispatcher
+        self.settings = settings
         self.base_url = base_url.rstrip("/")
         self.clock = clock
+        self.notifier = notifier  # None: no notification webhooks
         self._lock = threading.RLock()
         self._stopping = False
+        self._users: dict[int, tuple[float, User | None]] = {}
+        self._tokens: dict[str, tuple[float, Token | None]] = {}
+        self._projects: dict[tuple[str, str, str], tuple[float, Project]] = {}
+        self._visible: dict[int, tuple[float, tuple[Project, ...]]] = {}
+        # Bumped by every write that can change how a project's builds look (see generation()).
+        self._generations: dict[int, int] = {}
+        self._all_generation = 0
+        self._generation_lock = threading.Lock()
+        self._project_of_build: dict[int, int] = {}
         self.journal = ActionJournal(store)
 
     # ------------------------------------------------------------ lifecycle of the service
@@ -102,12 +138,16 @@ class Circlet:
         """Start running builds: recover what a previous process left, then dispatch."""
         self.dispatcher.start(self)
         self.recover()
+        if self.notifier is not None:
+            self.notifier.start(self.view_of)
 
     def stop(self) -> None:
         """Stop running builds (they end infrastructure_fail, saying why) and flush. Idempotent."""
         self._stopping = True
         self.dispatcher.stop()
         self.journal.close()
+        if self.notifier is not None:
+            self.notifier.stop()
 
     def recover(self) -> list[Build]:
         """Finish builds a stopped server left running; requeue the ones that never started.
@@ -141,8 +181,11 @@ class Circlet:
                     ),
                 )
                 self.store.save_build(done)
+                self._touch(done.project_id)
                 ended.append(done)
                 log.warning("event=build_recovered build_id=%s outcome=%s", build.id, done.outcome)
+        for done in ended:
+            self._notify(done.id or 0)
         for build in self.store.builds_in((Lifecycle.NOT_RUNNING, Lifecycle.QUEUED)):
             if build.outcome is None:
                 self._dispatch(build)
@@ -175,11 +218,26 @@ class Circlet:
         return project
 
     def get_project(self, vcs_type: str, username: str, reponame: str) -> Project:
+        """A project by its slug parts (case-insensitive); found ones are kept AUTH_CACHE_SECONDS."""
         vcs = VcsType.parse(vcs_type)
-        project = self.store.get_project(vcs.value, username, reponame) if vcs else None
+        if vcs is None:
+            raise NotFound("Project not found")
+        key = (vcs.value, username.lower(), reponame.lower())
+        now = time.monotonic()
+        hit = self._projects.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        project = self.store.get_project(vcs.value, username, reponame)
         if project is None:
             raise NotFound("Project not found")
+        if len(self._projects) > 10_000:
+            self._projects.clear()
+        self._projects[key] = (now + AUTH_CACHE_SECONDS, project)
         return project
+
+    def forget_project(self, project: Project) -> None:
+        """Drop a cached project after changing it."""
+        self._projects.pop((project.vcs_type.value, project.username.lower(), project.reponame.lower()), None)
 
     def list_projects(self) -> list[Project]:
         return self.store.list_projects()
@@ -214,17 +272,69 @@ class Circlet:
         )
         return token, secret
 
+    def generation(self, project_id: int | None = None) -> int:
+        """A number that changes whenever anything shown about the project's builds (or, with
+        None, any project's) may have changed in this process: caches of rendered builds key on
+        it. Writes made by other processes are not seen; in circlet every build write goes
+        through this service (runners report to it)."""
+        if project_id is None:
+            return self._all_generation
+        return self._generations.get(project_id, 0)
+
+    def _touch(self, project_id: int) -> None:
+        with self._generation_lock:  # two bumps must never collapse into one
+            self._generations[project_id] = self._generations.get(project_id, 0) + 1
+            self._all_generation += 1
+
+    def _touch_build(self, build_id: int) -> None:
+        project_id = self._project_of_build.get(build_id)
+        if project_id is None:
+            build = self.store.get_build_by_id(build_id)
+            if build is None:
+                return
+            project_id = self._project_of_build[build_id] = build.project_id
+        self._touch(project_id)
+
+    def user(self, user_id: int | None) -> User | None:
+        """A user by id, from a cache kept for USER_CACHE_SECONDS (names rarely change)."""
+        if user_id is None:
+            return None
+        now = time.monotonic()
+        hit = self._users.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user = self.store.get_user(user_id)
+        self._users[user_id] = (now + USER_CACHE_SECONDS, user)
+        return user
+
     def standing(self, token: Token | None, project: Project) -> tuple[bool, Role | None]:
         """Whether the token's user is an administrator, and their role on the project."""
         if token is None or token.user_id is None:
             return False, None
-        user = self.store.get_user(token.user_id)
-        return (user is not None and user.admin), None
+        user = self.user(token.user_id)
+        if user is not None and user.admin:
+            return True, None
+        return False, self.settings.member_role(project.id or 0, token.user_id)
 
     def authenticate(self, secret: str | None) -> Token | None:
+        """The token with this secret, if it is valid. Answers are kept AUTH_CACHE_SECONDS: a
+        token revoked by another process (the CLI) stops working within that time."""
         if not secret:
             return None
-        return self.store.find_token(hash_token(secret))
+        digest = hash_token(secret)
+        now = time.monotonic()
+        hit = self._tokens.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        token = self.store.find_token(digest)
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[digest] = (now + AUTH_CACHE_SECONDS, token)
+        return token
+
+    def revoke_token(self, token_id: int) -> bool:
+        self._tokens.clear()
+        return self.store.revoke_token(token_id)
 
     # ------------------------------------------------------------ triggering
 
@@ -325,6 +435,7 @@ class Circlet:
                 extra={"requested_job": job} if job else {},
             )
         )
+        self._touch(build.project_id)
         log.info(
             "event=build_created project=%s build_num=%s sha=%s", project.slug, build.build_num, sha[:12]
         )
@@ -339,6 +450,8 @@ class Circlet:
                     stop_time=now,
                 )
                 self.store.save_build(build)
+                self._touch(build.project_id)
+            self._notify(build.id or 0)
             return build
         self._dispatch(build, project=project, plan=plan)
         return self.store.get_build_by_id(build.id or 0) or build
@@ -409,6 +522,8 @@ class Circlet:
                 messages=(Message(type="error", message=message, reason="config"),),
             )
         )
+        self._touch(build.project_id)
+        self._notify(build.id or 0)
         return build
 
     def add_ssh_user(self, project: Project, build_num: int, login: str) -> Build:
@@ -418,6 +533,7 @@ class Circlet:
             if login not in build.ssh_users:
                 build = replace(build, ssh_users=(*build.ssh_users, login))
                 self.store.save_build(build)
+                self._touch(build.project_id)
         return build
 
     def retry(
@@ -462,6 +578,7 @@ class Circlet:
                 return build
             build = replace(build, outcome=Outcome.CANCELED, canceler_id=user_id)
             self.store.save_build(build)
+            self._touch(build.project_id)
         self.dispatcher.cancel(build.id or 0)
         log.info("event=build_canceled project=%s build_num=%s", project.slug, build_num)
         return self.store.get_build_by_id(build.id or 0) or build
@@ -495,7 +612,7 @@ class Circlet:
         )
         environment = env_mod.job_environment(
             build_parameters=build.build_parameters,
-            project_variables={},
+            project_variables={v.name: v.value for v in self.settings.list_env_vars(project.id or 0)},
             builtins=builtins,
         )
         self.dispatcher.submit(
@@ -521,6 +638,11 @@ class Circlet:
         return build
 
     def status_of(self, build: Build) -> str:
+        """The v1.1 status; for a build that finished through build_finished, the one decided
+        then (only `retried` can still change it: an infrastructure failure retried by circlet)."""
+        decided = build.extra.get("status")
+        if isinstance(decided, str) and build.outcome is not Outcome.INFRASTRUCTURE_FAIL:
+            return decided
         previous_outcome = None
         if build.outcome is Outcome.SUCCESS:
             prev = self.store.previous_build(
@@ -542,7 +664,7 @@ class Circlet:
         """Gather what the API shows for a build: details add the actions; a shallow view (lists
         with shallow=true) skips the related builds it does not show."""
         status = self.status_of(build)
-        user = self.store.get_user(build.user_id) if build.user_id else None
+        user = self.user(build.user_id)
         if shallow:
             return BuildView(project=project, build=build, status=status, user=user)
         previous = self.store.previous_build(build.project_id, build.branch, build.job_name, build.build_num)
@@ -565,7 +687,7 @@ class Circlet:
             previous_successful=previous_ok,
             retries=retries,
             user=user,
-            canceler=self.store.get_user(build.canceler_id) if build.canceler_id else None,
+            canceler=self.user(build.canceler_id),
         )
 
     def list_builds(self, query: BuildQuery) -> list[Build]:
@@ -604,6 +726,333 @@ class Circlet:
                 return build
             time.sleep(0.01)
 
+    # ------------------------------------------------------------ project settings
+    # Users and members, follows, environment variables, checkout and SSH keys, webhooks,
+    # project settings (api-v1.1.md 9.1, 9.2, 9.6-9.8). Each is one store call or a few.
+
+    def add_user(
+        self, login: str, *, name: str | None = None, email: str | None = None, admin: bool = False
+    ) -> User:
+        """A new user (Conflict when the login is taken; InvalidRequest for a bad login)."""
+        if not LOGIN.fullmatch(login):
+            raise InvalidRequest(f"invalid login {login!r}: use letters, digits, '.', '_' and '-'")
+        user = self.store.add_user(
+            User(login=login, name=name or None, email=email or None, admin=admin, created_at=self.clock())
+        )
+        log.info("event=user_added login=%s admin=%s", login, admin)
+        return user
+
+    def list_users(self) -> list[User]:
+        return self.store.list_users()
+
+    def user_by_login(self, login: str) -> User:
+        user = self.store.get_user_by_login(login)
+        if user is None:
+            raise NotFound(f"no user {login!r}")
+        return user
+
+    def grant(self, project: Project, login: str, role: Role) -> User:
+        """Make `login` a member of the project with `role` (or change their role). Idempotent."""
+        user = self.user_by_login(login)
+        self.settings.set_member(project.id or 0, user.id or 0, role)
+        self._touch(project.id or 0)  # who sees what changed: cached lists must not survive it
+        log.info("event=member_set project=%s login=%s role=%s", project.slug, login, role)
+        return user
+
+    def revoke(self, project: Project, login: str) -> None:
+        """End `login`'s membership; NotFound when they were not a member."""
+        user = self.user_by_login(login)
+        self._touch(project.id or 0)
+        if not self.settings.remove_member(project.id or 0, user.id or 0):
+            raise NotFound(f"{login} is not a member of {project.slug}")
+        log.info("event=member_removed project=%s login=%s", project.slug, login)
+
+    def role_of(self, project: Project, user: User) -> Role | None:
+        return self.settings.member_role(project.id or 0, user.id or 0)
+
+    def follow(self, project: Project, user: User) -> bool:
+        """Follow the project; True when the user did not follow it yet. Starts no build."""
+        return self.settings.follow(project.id or 0, user.id or 0)
+
+    def unfollow(self, project: Project, user: User) -> bool:
+        return self.settings.unfollow(project.id or 0, user.id or 0)
+
+    def followed_projects(self, user: User) -> list[Project]:
+        """Projects the user follows and may still see, by id."""
+        found = (self.store.get_project_by_id(pid) for pid in self.settings.followed_projects(user.id or 0))
+        return [p for p in found if p is not None and self._may_see(p, user)]
+
+    def visible_projects(self, user: User) -> list[Project]:
+        """Every project the user may read: all for administrators, else their memberships and
+        open-source projects. Costs one membership lookup per project."""
+        return [p for p in self.store.list_projects() if self._may_see(p, user)]
+
+    def visible_projects_now(self, user: User) -> tuple[Project, ...]:
+        """visible_projects, kept AUTH_CACHE_SECONDS per user (a grant or revoke made by another
+        process applies within that time, like token revocation)."""
+        now = time.monotonic()
+        hit = self._visible.get(user.id or 0)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        projects = tuple(self.visible_projects(user))
+        self._visible[user.id or 0] = (now + AUTH_CACHE_SECONDS, projects)
+        return projects
+
+    def dashboard_projects(self, user: User) -> list[Project]:
+        """The projects of /projects: followed ones, and for non-administrators also the ones
+        they are a member of; ordered by id."""
+        chosen = {p.id: p for p in self.followed_projects(user)}
+        if not user.admin:
+            for project in self.store.list_projects():
+                if project.id not in chosen and self.role_of(project, user) is not None:
+                    chosen[project.id] = project
+        return [chosen[k] for k in sorted(chosen, key=lambda i: i or 0)]
+
+    def projects_with_followers(self) -> set[int]:
+        """Ids of projects someone follows (one query per user: fine for a self-hosted server)."""
+        found: set[int] = set()
+        for user in self.store.list_users():
+            found.update(self.settings.followed_projects(user.id or 0))
+        return found
+
+    def _may_see(self, project: Project, user: User) -> bool:
+        return user.admin or project.oss or self.role_of(project, user) is not None
+
+    def overview(
+        self, project: Project, user: User | None, *, token_scope: Scope = Scope.ALL, branches: bool = True
+    ) -> ProjectOverview:
+        """A project as /projects and /settings show it to `user` (None: a project token of
+        `token_scope`; the caller checked access). Branches come from the project's newest
+        OVERVIEW_WINDOW builds."""
+        pid = project.id or 0
+        if user is None:
+            following, scopes = False, allowed_scopes(None, token_scope=token_scope)
+        else:
+            following = pid in self.settings.followed_projects(user.id or 0)
+            scopes = allowed_scopes(self.role_of(project, user), user_admin=user.admin, oss=project.oss)
+        return ProjectOverview(
+            project=project,
+            following=following,
+            scopes=tuple(scopes),
+            has_usable_key=bool(self.settings.list_checkout_keys(pid)),
+            ssh_keys=tuple(self.public_ssh_keys(project)),
+            branches=tuple(self._branches(project)) if branches else (),
+        )
+
+    def _branches(self, project: Project) -> list[BranchOverview]:
+        pid = project.id or 0
+        window = self.store.list_builds(BuildQuery(project_ids=(pid,), limit=OVERVIEW_WINDOW))
+        by_branch: dict[str, list[Build]] = {}
+        for build in window:  # newest first
+            if build.branch is not None:
+                by_branch.setdefault(build.branch, []).append(build)
+        overviews = []
+        for branch, builds in sorted(by_branch.items()):
+            running = self.store.list_builds(
+                BuildQuery(project_ids=(pid,), branch=branch, lifecycles=(Lifecycle.RUNNING,), limit=100)
+            )
+            success = self.store.list_builds(
+                BuildQuery(project_ids=(pid,), branch=branch, outcomes=(Outcome.SUCCESS,), limit=1)
+            )
+            non_success = self.store.list_builds(
+                BuildQuery(
+                    project_ids=(pid,),
+                    branch=branch,
+                    lifecycles=(Lifecycle.FINISHED,),
+                    outcomes=tuple(o for o in Outcome if o is not Outcome.SUCCESS),
+                    limit=1,
+                )
+            )
+            logins = []
+            for build in builds:
+                user = self.user(build.user_id)
+                if user is not None and user.login not in logins:
+                    logins.append(user.login)
+            overviews.append(
+                BranchOverview(
+                    name=branch,
+                    recent=tuple(self._brief(b) for b in builds[:5]),
+                    running=tuple(self._brief(b) for b in running),
+                    last_success=self._brief(success[0]) if success else None,
+                    last_non_success=self._brief(non_success[0]) if non_success else None,
+                    pusher_logins=tuple(logins),
+                )
+            )
+        return overviews
+
+    def _brief(self, build: Build) -> BuildBrief:
+        return BuildBrief(build=build, status=self.status_of(build))
+
+    def update_project_settings(
+        self, project: Project, *, oss: bool | None = None, default_branch: str | None = None
+    ) -> Project:
+        """Change whether the project is open source and its default branch; returns it as stored."""
+        if default_branch is not None and (
+            not default_branch.strip() or default_branch != default_branch.strip()
+        ):
+            raise InvalidRequest("default_branch must be a branch name")
+        changed = replace(
+            project,
+            oss=project.oss if oss is None else oss,
+            default_branch=project.default_branch if default_branch is None else default_branch,
+        )
+        if changed != project:
+            self.store.save_project(changed)
+            self.forget_project(project)
+            self._touch(project.id or 0)
+            log.info(
+                "event=project_settings project=%s oss=%s default_branch=%s",
+                project.slug,
+                changed.oss,
+                changed.default_branch,
+            )
+        return self.store.get_project_by_id(project.id or 0) or changed
+
+    def clear_build_cache(self, project: Project) -> None:
+        """Forget the project's dependency caches. circlet keeps none yet: nothing to do."""
+        log.info("event=build_cache_cleared project=%s", project.slug)
+
+    def set_heroku_key(self, user: User, apikey: str) -> None:
+        """Accepted for compatibility (POST /user/heroku-key); circlet deploys nothing to Heroku,
+        so the key is not kept."""
+        if not apikey:
+            raise InvalidRequest("apikey is required")
+        log.info("event=heroku_key_ignored login=%s", user.login)
+
+    # environment variables
+
+    def set_env_var(self, project: Project, name: str, value: str) -> EnvVar:
+        """Create or overwrite a variable; InvalidRequest for a name that is not [A-Za-z_][A-Za-z0-9_]*."""
+        if not env_mod.is_env_name(name):
+            raise InvalidRequest(
+                f"Invalid environment variable name {name!r}: names must match [A-Za-z_][A-Za-z0-9_]*"
+            )
+        var = self.settings.set_env_var(
+            project.id or 0, EnvVar(name=name, value=value, created_at=self.clock())
+        )
+        log.info("event=env_var_set project=%s name=%s", project.slug, name)
+        return var
+
+    def get_env_var(self, project: Project, name: str) -> EnvVar:
+        var = self.settings.get_env_var(project.id or 0, name)
+        if var is None:
+            raise NotFound("env var not found")
+        return var
+
+    def list_env_vars(self, project: Project) -> list[EnvVar]:
+        return self.settings.list_env_vars(project.id or 0)
+
+    def delete_env_var(self, project: Project, name: str) -> None:
+        if not self.settings.delete_env_var(project.id or 0, name):
+            raise NotFound("env var not found")
+        log.info("event=env_var_deleted project=%s name=%s", project.slug, name)
+
+    # checkout keys
+
+    def create_checkout_key(self, project: Project, key_type: str, user: User) -> CheckoutKey:
+        """A new ed25519 key pair for checking the project out. The first key is the preferred
+        one; a github-user-key records the user it was made for."""
+        if key_type not in CHECKOUT_KEY_TYPES:
+            raise InvalidRequest(f"type must be one of {', '.join(CHECKOUT_KEY_TYPES)}")
+        pair = sshkeys.generate_ed25519(f"circlet {project.slug} {key_type}")
+        key = self.settings.add_checkout_key(
+            CheckoutKey(
+                project_id=project.id or 0,
+                type=key_type,
+                public_key=pair.public_key,
+                private_key=pair.private_key,
+                fingerprint_md5=pair.fingerprint_md5,
+                fingerprint_sha256=pair.fingerprint_sha256,
+                login=user.login if key_type == "github-user-key" else None,
+                preferred=not self.settings.list_checkout_keys(project.id or 0),
+                created_at=self.clock(),
+            )
+        )
+        log.info("event=checkout_key_created project=%s fingerprint=%s", project.slug, key.fingerprint_md5)
+        return key
+
+    def list_checkout_keys(self, project: Project) -> list[CheckoutKey]:
+        return self.settings.list_checkout_keys(project.id or 0)
+
+    def find_checkout_key(self, project: Project, fingerprint: str) -> tuple[CheckoutKey, str]:
+        """The key with this md5 or sha256 fingerprint (percent-encoded or not, with or without an
+        `MD5:`/`SHA256:` prefix), and which digest matched; NotFound `checkout key not found`."""
+        given = fingerprint_text(fingerprint)
+        for key in self.settings.list_checkout_keys(project.id or 0):
+            if given.lower() == key.fingerprint_md5.lower():
+                return key, "md5"
+            if _slashes(given.rstrip("=")) == _slashes(key.fingerprint_sha256.rstrip("=")):
+                return key, "sha256"
+        raise NotFound("checkout key not found")
+
+    def delete_checkout_key(self, project: Project, fingerprint: str) -> None:
+        key, _ = self.find_checkout_key(project, fingerprint)
+        self.settings.delete_checkout_key(project.id or 0, key.id or 0)
+        log.info("event=checkout_key_deleted project=%s fingerprint=%s", project.slug, key.fingerprint_md5)
+
+    # SSH keys
+
+    def add_ssh_key(self, project: Project, private_key: str, hostname: str | None = None) -> SshKey:
+        """Add a private key for the project's builds (hostname None or "" = every host).
+        InvalidRequest with CircleCI's words when it is not an unencrypted private key. Adding
+        the same key for the same host again changes nothing."""
+        try:
+            pair = sshkeys.read_private_key(private_key)
+        except ValueError:
+            raise InvalidRequest(INVALID_SSH_KEY) from None
+        host = (hostname or "").strip()
+        for key in self.settings.list_ssh_keys(project.id or 0):
+            if key.fingerprint == pair.fingerprint_md5 and key.hostname == host:
+                return key
+        key = self.settings.add_ssh_key(
+            SshKey(
+                project_id=project.id or 0,
+                hostname=host,
+                private_key=private_key,
+                fingerprint=pair.fingerprint_md5,
+                created_at=self.clock(),
+            )
+        )
+        log.info("event=ssh_key_added project=%s fingerprint=%s host=%s", project.slug, key.fingerprint, host)
+        return key
+
+    def delete_ssh_key(self, project: Project, fingerprint: str, hostname: str | None = None) -> None:
+        """NotFound when the project has no key with this md5 fingerprint for this hostname."""
+        given = fingerprint_text(fingerprint).lower()
+        if not self.settings.delete_ssh_key(project.id or 0, given, (hostname or "").strip()):
+            raise NotFound("ssh key not found")
+        log.info("event=ssh_key_deleted project=%s fingerprint=%s", project.slug, given)
+
+    def public_ssh_keys(self, project: Project) -> list[PublicSshKey]:
+        found = []
+        for key in self.settings.list_ssh_keys(project.id or 0):
+            try:
+                public = sshkeys.read_private_key(key.private_key).public_key
+            except ValueError:
+                public = ""
+            found.append(PublicSshKey(hostname=key.hostname, public_key=public, fingerprint=key.fingerprint))
+        return found
+
+    # webhooks (sent by the notifier when a build finishes)
+
+    def add_webhook(self, project: Project, url: str) -> Webhook:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidRequest(f"invalid webhook URL {url!r}: use an http:// or https:// URL")
+        hook = self.settings.add_webhook(
+            Webhook(project_id=project.id or 0, url=url, created_at=self.clock())
+        )
+        log.info("event=webhook_added project=%s id=%s", project.slug, hook.id)
+        return hook
+
+    def list_webhooks(self, project: Project) -> list[Webhook]:
+        return self.settings.list_webhooks(project.id or 0)
+
+    def remove_webhook(self, project: Project, hook_id: int) -> None:
+        if not self.settings.delete_webhook(project.id or 0, hook_id):
+            raise NotFound(f"{project.slug} has no webhook {hook_id}")
+        log.info("event=webhook_removed project=%s id=%s", project.slug, hook_id)
+
     # ------------------------------------------------------------ RunReporter (runners call these)
 
     def build_queued(self, build_id: int, at: datetime) -> None:
@@ -612,6 +1061,7 @@ class Circlet:
             if build is None or build.outcome is not None or build.lifecycle is not Lifecycle.NOT_RUNNING:
                 return
             self.store.save_build(replace(build, lifecycle=Lifecycle.QUEUED, queued_at=at))
+            self._touch(build.project_id)
 
     def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
         with self._lock:
@@ -627,17 +1077,21 @@ class Circlet:
                     worker=worker,
                 )
             )
+            self._touch(build.project_id)
+            self._project_of_build[build_id] = build.project_id
         log.info("event=build_started build_id=%s worker=%s", build_id, worker)
         return True
 
     def action_started(self, build_id: int, action: Action) -> None:
         self.journal.put(build_id, action)
+        self._touch_build(build_id)
 
     def log_writer(self, build_id: int, step: int, index: int) -> LogWriter:
         return self.logs.writer(build_id, step, index)
 
     def action_finished(self, build_id: int, action: Action) -> None:
         self.journal.put(build_id, action)
+        self._touch_build(build_id)
 
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
@@ -662,17 +1116,94 @@ class Circlet:
                         "retry the build to run it again.",
                     ),
                 )
-            self.store.save_build(
-                replace(
-                    build,
-                    lifecycle=Lifecycle.FINISHED,
-                    outcome=final,
-                    stop_time=at,
-                    start_time=build.start_time or (at if build.lifecycle is Lifecycle.RUNNING else None),
-                    messages=(*build.messages, *messages),
-                )
+            done = replace(
+                build,
+                lifecycle=Lifecycle.FINISHED,
+                outcome=final,
+                stop_time=at,
+                start_time=build.start_time or (at if build.lifecycle is Lifecycle.RUNNING else None),
+                messages=(*build.messages, *messages),
             )
+            # The status is decided now, against the builds finished so far, and kept: reading
+            # it later costs no query, and an older build finishing later does not change it.
+            self.store.save_build(replace(done, extra={**done.extra, "status": self.status_of(done)}))
+            self._touch(done.project_id)
         log.info("event=build_finished build_id=%s outcome=%s", build_id, final)
+        self._notify(build_id)
+
+    # ------------------------------------------------------------ notification webhooks
+
+    def view_of(self, build_id: int) -> BuildView | None:
+        """The full view of a build by id, as GET P/:build_num shows it; None when it is gone.
+        The notifier reads payloads through this."""
+        build = self.store.get_build_by_id(build_id)
+        project = self.store.get_project_by_id(build.project_id) if build is not None else None
+        if build is None or project is None:
+            return None
+        return self.view(project, build)
+
+    def list_deliveries(
+        self, *, project: Project | None = None, build_num: int | None = None, limit: int = 100
+    ) -> list[tuple[Delivery, Build | None, Project | None]]:
+        """Webhook deliveries, newest first, each with its build and project (for admins).
+        build_num needs the project; NotFound for an unknown build."""
+        if self.notifier is None:
+            return []
+        if build_num is not None:
+            if project is None:
+                raise InvalidRequest("build_num needs the project")
+            found = self.notifier.list_deliveries(build_id=self.get_build(project, build_num).id, limit=limit)
+        else:
+            found = self.notifier.list_deliveries(project_id=project.id if project else None, limit=limit)
+        builds: dict[int, Build | None] = {}
+        projects: dict[int, Project | None] = {}
+        rows: list[tuple[Delivery, Build | None, Project | None]] = []
+        for delivery in found:
+            if delivery.build_id not in builds:
+                builds[delivery.build_id] = self.store.get_build_by_id(delivery.build_id)
+            build = builds[delivery.build_id]
+            if build is not None and build.project_id not in projects:
+                projects[build.project_id] = self.store.get_project_by_id(build.project_id)
+            rows.append((delivery, build, projects.get(build.project_id) if build is not None else None))
+        return rows
+
+    def _notify(self, build_id: int) -> None:
+        """Queue the webhooks of a build that just finished: the config's `notify.webhooks`, then
+        the project's settings. Only records them (the notifier sends in the background); a
+        problem here is logged, never raised into the build."""
+        if self.notifier is None:
+            return
+        try:
+            build = self.store.get_build_by_id(build_id)
+            if build is None or build.lifecycle is not Lifecycle.FINISHED:
+                return
+            urls: list[tuple[str, str]] = []
+            if build.config_text and "notify" in build.config_text:
+                try:
+                    config = config_mod.load_config(build.config_text, filename=CONFIG_PATH)
+                    urls += [(url, "config") for url in config_mod.notify_webhooks(config)]
+                except ConfigError:
+                    pass  # the build's messages already say what is wrong with its config
+            urls += [(hook.url, "project") for hook in self.settings.list_webhooks(build.project_id)]
+            if urls:
+                self.notifier.enqueue(build, urls)
+        except Exception:
+            log.exception("event=notify_error build_id=%s", build_id)
+
+
+def fingerprint_text(fingerprint: str) -> str:
+    """A fingerprint as a client sent it, made comparable: percent-decoded, `MD5:`/`SHA256:`
+    prefix and surrounding blanks removed, a `+` turned blank by form decoding put back."""
+    text = unquote(fingerprint.strip()) if "%" in fingerprint else fingerprint.strip()
+    for prefix in ("MD5:", "SHA256:"):
+        if text.upper().startswith(prefix):
+            text = text[len(prefix) :]
+    return text.replace(" ", "+")
+
+
+def _slashes(text: str) -> str:
+    # The HTTP layer folds repeated slashes of a path into one; a base64 fingerprint may hold "//".
+    return re.sub("/+", "/", text)
 
 
 def _param_job(build_parameters: dict[str, Any] | None) -> str | None:

@@ -27,6 +27,14 @@ from circlet.core.model import (
     group_steps,
 )
 from circlet.core.ports import LogChunk
+from circlet.core.projects import (
+    BranchOverview,
+    BuildBrief,
+    CheckoutKey,
+    EnvVar,
+    ProjectOverview,
+    mask,
+)
 from circlet.core.status import failed_flag
 
 OUTPUT_URL_LIFETIME = 7 * 24 * 3600  # seconds a signed output_url stays valid
@@ -330,3 +338,128 @@ def branch_key(branch: str) -> str:
 
 def is_running(build: Build) -> bool:
     return build.lifecycle is Lifecycle.RUNNING
+
+
+# ---------------------------------------------------------------- users, projects, settings (9.1-9.8)
+
+
+def me_json(user: User, followed: list[Project]) -> dict[str, Any]:
+    """GET /me (api-v1.1.md 9.1)."""
+    return {
+        "login": user.login,
+        "name": user.name,
+        "selected_email": user.email,
+        "all_emails": [user.email] if user.email else [],
+        "avatar_url": None,
+        "admin": user.admin,
+        "basic_email_prefs": "smart",
+        "created_at": iso(user.created_at),
+        "github_id": None,
+        "bitbucket": None,
+        "identities": {
+            "github": {
+                "login": user.login,
+                "name": user.name,
+                "avatar_url": None,
+                "id": user.id,
+                "external_id": user.id,
+                "type": "github",
+                "domain": "github.com",
+            }
+        },
+        "projects": {p.vcs_url: {"on_dashboard": True, "emails": "default"} for p in followed},
+        "containers": 1,
+        "parallelism": 1,
+        "plan": None,
+        "enrolled_betas": [],
+        "in_beta_program": False,
+        "num_projects_followed": len(followed),
+    }
+
+
+def brief_json(brief: BuildBrief) -> dict[str, Any]:
+    """The `mini` build of a /projects branch."""
+    b = brief.build
+    return {
+        "build_num": b.build_num,
+        "status": brief.status,
+        "outcome": b.outcome.value if b.outcome else None,
+        "vcs_revision": b.vcs_revision,
+        "pushed_at": iso(b.usage_queued_at),
+        "added_at": iso(b.usage_queued_at),
+        "is_workflow_job": b.extra.get("workflows") is not None,
+        "is_2_0_job": True,
+    }
+
+
+def branch_json(branch: BranchOverview) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "pusher_logins": list(branch.pusher_logins),
+        "running_builds": [brief_json(b) for b in branch.running],
+        "recent_builds": [brief_json(b) for b in branch.recent],
+        "is_using_workflows": False,
+        "latest_workflows": {},
+    }
+    if branch.last_success is not None:
+        data["last_success"] = brief_json(branch.last_success)
+    if branch.last_non_success is not None:
+        data["last_non_success"] = brief_json(branch.last_non_success)
+    return data
+
+
+def project_json(view: ProjectOverview) -> dict[str, Any]:
+    """An entry of GET /projects, also the body of GET/PUT P/settings (api-v1.1.md 9.2)."""
+    p = view.project
+    return {
+        "vcs_url": p.vcs_url,
+        "username": p.username,
+        "reponame": p.reponame,
+        "vcs_type": p.vcs_type.value,
+        "default_branch": p.default_branch,
+        "oss": p.oss,
+        "parallel": 1,
+        "followed": view.following,
+        "following": view.following,
+        "has_usable_key": view.has_usable_key,
+        "scopes": [scope.value for scope in view.scopes],
+        "feature_flags": {"oss": p.oss},
+        "ssh_keys": [
+            {"hostname": k.hostname, "public_key": k.public_key, "fingerprint": k.fingerprint}
+            for k in view.ssh_keys
+        ],
+        "aws": {"keypair": None},
+        "branches": {branch_key(b.name): branch_json(b) for b in view.branches},
+    }
+
+
+def env_var_json(var: EnvVar) -> dict[str, Any]:
+    """A project environment variable, its value masked (api-v1.1.md 9.6)."""
+    return {"name": var.name, "value": mask(var.value)}
+
+
+def checkout_key_json(key: CheckoutKey, digest: str = "md5") -> dict[str, Any]:
+    """A checkout key with its md5 (colon-hex) or sha256 (base64) fingerprint (api-v1.1.md 9.7)."""
+    return {
+        "public_key": key.public_key,
+        "type": key.type,
+        "fingerprint": key.fingerprint_sha256 if digest == "sha256" else key.fingerprint_md5,
+        "login": key.login,
+        "preferred": key.preferred,
+        "time": iso(key.created_at),
+    }
+
+
+def repo_json(project: Project, *, following: bool, has_followers: bool, admin: bool) -> dict[str, Any]:
+    """An entry of GET /user/repos/:vcs-type."""
+    return {
+        "name": project.reponame,
+        "username": project.username,
+        "vcs_type": project.vcs_type.value,
+        "vcs_url": project.vcs_url,
+        "following": following,
+        "has_followers": has_followers,
+        "admin": admin,
+        "fork": False,
+        "language": None,
+        "owner": {"login": project.username, "avatar_url": None, "type": "User"},
+    }

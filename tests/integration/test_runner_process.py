@@ -309,6 +309,10 @@ def test_sigkill_of_the_child_does_not_leave_the_step_running(setup: Setup) -> N
     )
     try:
         pid = read_pid(pidfile)
+        # The runner records the step's group as soon as it is spawned (before the shell has
+        # started, in practice); that record is what lets the server kill the step.
+        groups = setup.runner.groups_dir / "1"
+        wait_for(lambda: groups.exists() and groups.read_text().strip() != "", 2, "the group record")
         child = setup.runner.pid()
         assert child is not None
         os.kill(child, signal.SIGKILL)

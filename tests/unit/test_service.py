@@ -33,7 +33,13 @@ from circlet.core.model import (
 from circlet.core.ports import BuildQuery, RunRequest
 from circlet.journal import ActionJournal
 from circlet.service import Circlet
-from circlet.testing import FakeSourceHost, InMemoryBuildStore, InMemoryLogStore, RecordingDispatcher
+from circlet.testing import (
+    FakeSourceHost,
+    InMemoryBuildStore,
+    InMemoryLogStore,
+    InMemoryProjectSettingsStore,
+    RecordingDispatcher,
+)
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 BASE_URL = "https://ci.example.com/"
@@ -113,6 +119,7 @@ def make_service(store: InMemoryBuildStore, source: FakeSourceHost, clock: Clock
         logs=InMemoryLogStore(),
         source=source,
         dispatcher=RecordingDispatcher(),
+        settings=InMemoryProjectSettingsStore(),
         base_url=BASE_URL,
         clock=clock,
     )
@@ -906,7 +913,7 @@ def test_tokens_are_stored_hashed(env: Env) -> None:
     assert env.svc.authenticate(secret) == token
     for wrong in (None, "", "ccl_wrong", secret + "x", token.token_hash):
         assert env.svc.authenticate(wrong) is None
-    env.store.revoke_token(token.id or 0)
+    assert env.svc.revoke_token(token.id or 0)  # through the facade, which forgets cached answers
     assert env.svc.authenticate(secret) is None
 
 

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from yaml.nodes import Node
 
@@ -182,6 +183,29 @@ def plan_job(config: Config, job_name: str) -> JobPlan:
     )
     problems.raise_if_any()
     return plan
+
+
+def notify_webhooks(config: Config) -> list[str]:
+    """The http(s) URLs of top-level `notify: {webhooks: [{url: ...}]}`, in order, each once.
+
+    Never raises: a malformed `notify` section or entry is skipped (a notification setting must
+    never fail a build), as is any URL that is not absolute http or https.
+    """
+    notify = config.raw.get("notify")
+    hooks = notify.get("webhooks") if isinstance(notify, dict) else None
+    urls: list[str] = []
+    for entry in hooks if isinstance(hooks, list) else ():
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str):
+            continue
+        url = url.strip()
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            continue
+        if parts.scheme.lower() in ("http", "https") and parts.netloc and url not in urls:
+            urls.append(url)
+    return urls
 
 
 def _executor(job: dict[str, Any], at: str, problems: _Problems) -> tuple[str, str | None, dict[str, str]]:

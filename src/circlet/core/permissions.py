@@ -29,6 +29,22 @@ ROLE_SCOPE: dict[Role, Scope] = {
 WRITE_EXTRA = frozenset({Scope.READ_SETTINGS})  # writers may read settings too
 
 
+def allowed_scopes(
+    role: Role | None, *, user_admin: bool = False, oss: bool = False, token_scope: Scope | None = None
+) -> list[Scope]:
+    """What a user may do on a project (a /projects entry's `scopes`), smallest first: the
+    same answers as decide() gives a personal token of that user. With `token_scope`, what a
+    project token of that scope may do instead."""
+    if token_scope is not None:
+        return [scope for scope in Scope if scope in INCLUDES[token_scope]]
+    if user_admin:
+        return list(Scope)
+    if role is None:
+        return [Scope.STATUS, Scope.VIEW_BUILDS] if oss else []
+    allowed = INCLUDES[ROLE_SCOPE[role]] | (WRITE_EXTRA if role is Role.WRITE else frozenset())
+    return [scope for scope in Scope if scope in allowed]
+
+
 class Decision(StrEnum):
     """The answer to a request on a project."""
 

@@ -6,7 +6,7 @@ executors/local.py) and a fake in circlet/testing.py; contract tests run against
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Protocol
 from circlet.core.model import (
     Action,
     Build,
+    BuildView,
     Commit,
     Lifecycle,
     Message,
@@ -59,6 +60,11 @@ class BuildStore(Protocol):
     def get_project_by_id(self, project_id: int) -> Project | None: ...
 
     def list_projects(self) -> list[Project]: ...
+
+    def save_project(self, project: Project) -> None:
+        """Replace the stored project's default branch and oss flag (matched by id); NotFound
+        for an unknown id. Its slug and repository never change."""
+        ...
 
     # builds
     def create_build(self, build: Build) -> Build:
@@ -124,6 +130,10 @@ class BuildStore(Protocol):
     def get_user(self, user_id: int) -> User | None: ...
 
     def get_user_by_login(self, login: str) -> User | None: ...
+
+    def list_users(self) -> list[User]:
+        """Every user, oldest first."""
+        ...
 
     def add_token(self, token: Token) -> Token: ...
 
@@ -198,8 +208,37 @@ class DeliveryStore(Protocol):
         """Pending deliveries whose next attempt is due, oldest first."""
         ...
 
-    def list_deliveries(self, *, build_id: int | None = None, limit: int = 100) -> list[Delivery]:
+    def list_deliveries(
+        self, *, build_id: int | None = None, project_id: int | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """Newest first; `project_id` keeps deliveries of that project's builds."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells the outside world that builds finished (webhooks), in the background.
+
+    The service calls `enqueue` when a build finishes; it records the deliveries and returns
+    without touching the network. `start` gets a way to read a build as the API shows it.
+    """
+
+    def start(self, views: Callable[[int], BuildView | None]) -> None:
+        """Begin sending, including deliveries a previous process left pending."""
+        ...
+
+    def enqueue(self, build: Build, urls: list[tuple[str, str]]) -> list[Delivery]:
+        """Record one pending delivery per (url, source), each URL once per build; never blocks
+        on a receiver. Idempotent: URLs the build already has a delivery for are skipped."""
+        ...
+
+    def list_deliveries(
+        self, *, build_id: int | None = None, project_id: int | None = None, limit: int = 100
+    ) -> list[Delivery]:
         """Newest first."""
+        ...
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending (what is still pending is sent after the next start). Idempotent."""
         ...
 
 

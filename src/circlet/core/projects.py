@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from circlet.core.model import Build, Project, Scope
+
 
 class Role(StrEnum):
     """What a member may do on a project (core/permissions.py maps roles to scopes)."""
@@ -67,6 +69,47 @@ class Webhook:
     project_id: int
     url: str
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicSshKey:
+    """What the API shows of a project's SSH key: never the private half."""
+
+    hostname: str
+    public_key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildBrief:
+    """A build with its derived status (the `mini` builds of /projects)."""
+
+    build: Build
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BranchOverview:
+    """One branch of a project as /projects shows it (api-v1.1.md 9.2)."""
+
+    name: str
+    recent: tuple[BuildBrief, ...] = ()  # up to 5, newest first
+    running: tuple[BuildBrief, ...] = ()
+    last_success: BuildBrief | None = None
+    last_non_success: BuildBrief | None = None
+    pusher_logins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectOverview:
+    """A project with what a user sees of it on /projects and /settings (gathered by the service)."""
+
+    project: Project
+    following: bool
+    scopes: tuple[Scope, ...]
+    has_usable_key: bool
+    ssh_keys: tuple[PublicSshKey, ...] = ()
+    branches: tuple[BranchOverview, ...] = ()
 
 
 class DeliveryState(StrEnum):

@@ -11,14 +11,26 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from circlet import __version__
-from circlet.http import api, errors
+from circlet.http import admin, api, errors, projects, schemas
 from circlet.http.deps import Services
 
 _SLASHES = re.compile(r"/{2,}")
 
 
+def legacy_path(path: str) -> str:
+    """The legacy `/api/v1` family is v1.1 with vcs-type `github` (api-v1.1.md 1):
+    `/api/v1/project/u/p/...` -> `/api/v1.1/project/github/u/p/...`, `/api/v1/X` -> `/api/v1.1/X`."""
+    if path != "/api/v1" and not path.startswith("/api/v1/"):
+        return path
+    rest = path[len("/api/v1") :]
+    if rest.startswith("/project/"):
+        rest = "/project/github/" + rest[len("/project/") :]
+    return "/api/v1.1" + rest
+
+
 class NormalizePath:
-    """Tolerate repeated and trailing slashes (`//user/repos`, `/me/`), as clients send them."""
+    """Tolerate repeated and trailing slashes (`//user/repos`, `/me/`), as clients send them,
+    and serve the legacy `/api/v1` paths as their v1.1 equivalents."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,6 +41,7 @@ class NormalizePath:
             clean = _SLASHES.sub("/", path)
             if len(clean) > 1 and clean.endswith("/"):
                 clean = clean.rstrip("/") or "/"
+            clean = legacy_path(clean)
             if clean != path:
                 scope = dict(scope)
                 scope["path"] = clean
@@ -77,7 +90,11 @@ def create_app(services: Services, *, on_shutdown: Callable[[], object] | None =
     )
     app.state.services = services
     errors.install(app)
+    # projects first: its fixed paths (P/envvar, P/settings, /me) must win over api's P/{build_num}.
+    app.include_router(projects.router, prefix="/api/v1.1")
     app.include_router(api.router, prefix="/api/v1.1")
+    schemas.install(app)
+    app.include_router(admin.router, prefix="/api/v1.1")
     app.add_middleware(CorsAnyOrigin)
     app.add_middleware(NormalizePath)
     return app

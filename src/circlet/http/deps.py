@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from circlet.core.errors import NotFound, PermissionDenied, Unauthenticated
 from circlet.core.model import Project, Scope, Token, User
 from circlet.core.permissions import Decision, decide
+from circlet.http.cache import RenderCache
 from circlet.service import Circlet
 from circlet.wire import Links
 
@@ -21,6 +22,7 @@ class Services:
 
     circlet: Circlet
     links: Links
+    cache: RenderCache = field(default_factory=RenderCache)
 
 
 def services(request: Request) -> Services:

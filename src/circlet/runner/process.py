@@ -77,8 +77,18 @@ def exit_status(returncode: int) -> int:
 class StepProcess:
     """A started command. `pump` is called once, from one thread; `cancel`/`stop` from any thread."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path | str, env: Mapping[str, str]) -> None:
-        """Start the command now; OSError (FileNotFoundError, PermissionError...) if it cannot start."""
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | str,
+        env: Mapping[str, str],
+        on_spawn: Callable[[int], None] | None = None,
+    ) -> None:
+        """Start the command now; OSError (FileNotFoundError, PermissionError...) if it cannot start.
+
+        `on_spawn(pgid)` runs first thing after the spawn, before anything else here: recording
+        the group then leaves only the moments before the shell has even started unrecorded."""
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):
             fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -97,6 +107,8 @@ class StepProcess:
             os.close(read_fd)
             os.close(write_fd)
             raise
+        if on_spawn is not None:
+            on_spawn(self._proc.pid)
         os.close(write_fd)
         self._rfd = read_fd
         self.pid = self._proc.pid

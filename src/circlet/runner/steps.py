@@ -82,9 +82,12 @@ class NodeProcesses:
         self._canceled = False
         self._stopping = False
 
-    def add(self, proc: StepProcess) -> None:
+    def record(self, pgid: int) -> None:
+        """Tell whoever watches (the groups file) about a group just spawned."""
         if self._on_start is not None:
-            self._on_start(proc.pgid)
+            self._on_start(pgid)
+
+    def add(self, proc: StepProcess) -> None:
         with self._lock:
             self._running.add(proc)
             if self._canceled:
@@ -215,7 +218,7 @@ def run_command(ctx: StepContext) -> StepResult:
     cwd = ctx.directory()
     try:
         cwd.mkdir(parents=True, exist_ok=True)
-        proc = StepProcess(argv, cwd=cwd, env=ctx.env)
+        proc = StepProcess(argv, cwd=cwd, env=ctx.env, on_spawn=ctx.processes.record)
     except OSError as exc:
         ctx.log.line(f"Cannot run {argv[0]} in {cwd}: {exc.strerror or exc}")
         return StepResult(status=ActionStatus.FAILED)

@@ -344,6 +344,14 @@ class SqlBuildStore:
             builds.c.project_id == sa.bindparam("project_id"), builds.c.build_num == sa.bindparam("build_num")
         )
         self._select_build_by_id = sa.select(builds).where(builds.c.id == sa.bindparam("id"))
+        self._previous: dict[tuple[bool, bool, bool, bool], sa.Select[Any]] = {}  # see _previous_statement
+        self._select_retries = (
+            sa.select(builds)
+            .where(
+                builds.c.project_id == sa.bindparam("project_id"), builds.c.retry_of == sa.bindparam("num")
+            )
+            .order_by(builds.c.build_num)
+        )
         self._select_actions = (
             sa.select(actions)
             .where(actions.c.build_id == sa.bindparam("build_id"))
@@ -399,6 +407,19 @@ class SqlBuildStore:
 
     def list_projects(self) -> list[Project]:
         return [_project_from_row(row) for row in self._all(sa.select(projects).order_by(projects.c.id))]
+
+    def save_project(self, project: Project) -> None:
+        """Replace the default branch and oss flag; NotFound for an unknown id."""
+        if project.id is None:
+            raise ValueError("save_project needs a stored project (id is None)")
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                projects.update()
+                .where(projects.c.id == project.id)
+                .values(default_branch=project.default_branch, oss=project.oss)
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"no project with id {project.id}")
 
     # builds
 
@@ -473,32 +494,50 @@ class SqlBuildStore:
         outcome: Outcome | None = None,
     ) -> Build | None:
         """Jobs `None` and `build` are the same job (None means the default job, `build`)."""
+        default_job = job_name is None or job_name == "build"
+        statement = self._previous_statement(branch is None, default_job, finished_only, outcome is not None)
+        params = {
+            "project_id": project_id,
+            "before": before_num,
+            "branch": branch,
+            "job": job_name,
+            "outcome": outcome.value if outcome is not None else None,
+        }
+        row = self._one(statement, params)
+        return _build_from_row(row) if row is not None else None
+
+    def _previous_statement(
+        self, no_branch: bool, default_job: bool, finished_only: bool, by_outcome: bool
+    ) -> sa.Select[Any]:
+        """The previous_build query for one combination of options, built once (building a
+        SQLAlchemy expression costs more than running it on an index)."""
+        key = (no_branch, default_job, finished_only, by_outcome)
+        statement = self._previous.get(key)
+        if statement is not None:
+            return statement
         statement = sa.select(builds).where(
-            builds.c.project_id == project_id,
-            builds.c.build_num < before_num,
-            builds.c.branch.is_(None) if branch is None else builds.c.branch == branch,
+            builds.c.project_id == sa.bindparam("project_id"),
+            builds.c.build_num < sa.bindparam("before"),
+            builds.c.branch.is_(None) if no_branch else builds.c.branch == sa.bindparam("branch"),
         )
-        if job_name is None or job_name == "build":
+        if default_job:
             statement = statement.where(sa.or_(builds.c.job_name.is_(None), builds.c.job_name == "build"))
         else:
-            statement = statement.where(builds.c.job_name == job_name)
+            statement = statement.where(builds.c.job_name == sa.bindparam("job"))
         if finished_only:
             statement = statement.where(
                 builds.c.lifecycle == Lifecycle.FINISHED.value,
                 sa.or_(builds.c.outcome.is_(None), builds.c.outcome != Outcome.CANCELED.value),
             )
-        if outcome is not None:
-            statement = statement.where(builds.c.outcome == outcome.value)
-        row = self._one(statement.order_by(builds.c.build_num.desc()).limit(1))
-        return _build_from_row(row) if row is not None else None
+        if by_outcome:
+            statement = statement.where(builds.c.outcome == sa.bindparam("outcome"))
+        statement = statement.order_by(builds.c.build_num.desc()).limit(1)
+        self._previous[key] = statement
+        return statement
 
     def retries_of(self, project_id: int, build_num: int) -> list[Build]:
-        statement = (
-            sa.select(builds)
-            .where(builds.c.project_id == project_id, builds.c.retry_of == build_num)
-            .order_by(builds.c.build_num)
-        )
-        return [_build_from_row(row) for row in self._all(statement)]
+        rows = self._all(self._select_retries, {"project_id": project_id, "num": build_num})
+        return [_build_from_row(row) for row in rows]
 
     # actions
 
@@ -548,6 +587,10 @@ class SqlBuildStore:
     def get_user_by_login(self, login: str) -> User | None:
         row = self._one(sa.select(users).where(users.c.login == login))
         return _user_from_row(row) if row is not None else None
+
+    def list_users(self) -> list[User]:
+        """Every user, oldest first."""
+        return [_user_from_row(row) for row in self._all(sa.select(users).order_by(users.c.id))]
 
     def add_token(self, token: Token) -> Token:
         """Conflict when the hash exists; NotFound for an unknown user or project."""
