@@ -42,7 +42,9 @@ class Bench:
         return int(body["build_num"])
 
     def run_once(self, poll: float = 0.002, timeout: float = 600) -> tuple[float, dict[str, Any]]:
-        """Trigger, then poll until the API shows the build finished; (wall seconds, build)."""
+        """Trigger, then poll until the API shows the build finished; (wall seconds, build).
+        The build gets `_sent_at`: the wall-clock time the trigger request was sent."""
+        sent_at = time.time()
         start = time.perf_counter()
         num = self.trigger()
         deadline = start + timeout
@@ -54,7 +56,9 @@ class Bench:
                 raise TimeoutError(f"build {num} did not finish")
             time.sleep(poll)
         wall = time.perf_counter() - start
-        return wall, self.server.request("GET", f"{P}/{num}")[1]
+        build = self.server.request("GET", f"{P}/{num}")[1]
+        build["_sent_at"] = sent_at
+        return wall, build
 
     def server_peak_rss_mib(self) -> float:
         assert self.server.proc is not None
@@ -78,6 +82,14 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def trigger_to_stop(build: dict[str, Any]) -> float:
+    """Seconds from sending the trigger request to the build's stop_time (same machine clock)."""
+    from datetime import datetime
+
+    stop = datetime.fromisoformat(build["stop_time"].replace("Z", "+00:00")).timestamp()
+    return stop - float(build["_sent_at"])
 
 
 def median(values: list[float]) -> float:

@@ -111,7 +111,8 @@ def _convert(name: str, raw: Any, kind: Any) -> Any:
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment (default: os.environ), a TOML file, then explicit overrides."""
     env = os.environ if environ is None else environ
-    data_dir = Path(env.get(PREFIX + "DATA_DIR") or default_data_dir(env)).expanduser()
+    # Absolute from the start: runners and git run in other directories.
+    data_dir = Path(env.get(PREFIX + "DATA_DIR") or default_data_dir(env)).expanduser().resolve()
     values: dict[str, Any] = {}
     named = env.get(PREFIX + "CONFIG")
     toml_path = Path(named).expanduser() if named else data_dir / "circlet.toml"

@@ -108,6 +108,9 @@ class PipeReporter:
 
 
 def child_main(argv: list[str] | None = None) -> None:
+    # `python -m` put the current directory first on sys.path: a later import must never pick
+    # up a module from there (the server's directory, or anything a build could write to).
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", os.getcwd())]
     from circlet.runner.run import JobRunner
     from circlet.store.logs import FileLogStore
     from circlet.vcs.git import GitSourceHost

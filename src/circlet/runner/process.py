@@ -35,6 +35,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from circlet.runner import spawn
+from circlet.runner.spawn import SpawnedChild
+
 log = logging.getLogger("circlet.runner.process")
 
 READ_SIZE = 1 << 20  # bytes asked for per read
@@ -93,16 +96,20 @@ class StepProcess:
         with contextlib.suppress(OSError):
             fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
         try:
-            self._proc = subprocess.Popen(
-                list(args),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a new session, so a new process group led by the child
-                close_fds=True,
-            )
+            self._proc: subprocess.Popen[bytes] | SpawnedChild
+            if spawn.available():  # the cheaper way (runner/spawn.py); same child either way
+                self._proc = SpawnedChild(spawn.spawn(list(args), cwd=str(cwd), env=env, output_fd=write_fd))
+            else:
+                self._proc = subprocess.Popen(
+                    list(args),
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=write_fd,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a new session, so a new process group led by the child
+                    close_fds=True,
+                )
         except BaseException:
             os.close(read_fd)
             os.close(write_fd)
