@@ -377,6 +377,57 @@ def deliveries(limit: int) -> None:
         click.echo(f"{d.id}\t{d.state}\t{d.attempts}\t{where}\t{d.source}\t{d.url}\t{outcome}")
 
 
+# ---------------------------------------------------------------- configs
+
+
+@main.group()
+def config() -> None:
+    """Look at configs as circlet reads them."""
+
+
+@config.command("process")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--param", "params", multiple=True, help="NAME=VALUE pipeline parameter (repeatable).")
+@click.option("--branch", default="main", show_default=True, help="pipeline.git.branch to compile for.")
+def config_process(file: Path, params: tuple[str, ...], branch: str) -> None:
+    """Print FILE compiled to version 2, as `circleci config process` does.
+
+    Orbs from the registry are read from CIRCLET_ORBS_DIR (<namespace>/<orb>@<version>.yml)."""
+    import yaml
+
+    from circlet.core.compile import PipelineValues, compile_config, render_config
+    from circlet.core.config import load_config
+    from circlet.core.errors import ConfigError
+
+    parameters: dict[str, object] = {}
+    for pair in params:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.UsageError(f"--param takes NAME=VALUE, not {pair!r}")
+        parameters[name] = yaml.safe_load(value) if value else ""
+    settings = _settings()
+    try:
+        loaded = load_config(file.read_text(), filename=str(file))
+        compiled = compile_config(
+            loaded,
+            pipeline=PipelineValues(git_branch=branch, trigger_source="api"),
+            parameters=parameters,
+            orbs=_orb_folder(settings.orbs_dir),
+        )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(1)
+    click.echo(render_config(compiled), nl=False)
+
+
+def _orb_folder(folder: Path | None) -> dict[str, str]:
+    """The operator's orbs: `<folder>/<namespace>/<orb>@<version>.yml` -> YAML text by reference."""
+    if folder is None or not folder.is_dir():
+        return {}
+    return {f"{path.parent.name}/{path.stem}": path.read_text() for path in sorted(folder.glob("*/*@*.yml"))}
+
+
 # ---------------------------------------------------------------- local builds
 
 
