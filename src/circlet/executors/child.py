@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,8 @@ from circlet.executors import protocol
 from circlet.runner.process import kill_recorded_groups
 
 log = logging.getLogger("circlet.executors.child")
+
+START_DELAY = 0.02  # seconds a step's "started" is held back (PipeReporter)
 
 # What a runner process inherits from the server; steps get a subset of this (runner/workspace.py).
 CHILD_ENV = (
@@ -60,13 +63,46 @@ CHILD_ENV = (
 
 
 class PipeReporter:
-    """The RunReporter of a runner process: events go to the server, logs to the log store."""
+    """The RunReporter of a runner process: events go to the server, logs to the log store.
+
+    A step's "started" is held back START_DELAY seconds: a step that ends sooner is reported
+    once, finished, instead of twice (most `run: true`-like steps take a millisecond or two,
+    and the server's journal would only throw the first record away). A step still running
+    then is reported started, so a watcher sees it at most about START_DELAY late.
+    """
 
     def __init__(self, out: IO[str], logs: Any) -> None:
         self._out = out
         self._lock = threading.Lock()
         self._logs = logs
         self.replies: queue.Queue[bool] = queue.Queue()
+        self._held: dict[tuple[int, int, int], tuple[float, dict[str, Any]]] = {}
+        self._held_lock = threading.Condition()
+        self._releaser = threading.Thread(target=self._release_loop, name="circlet-starts", daemon=True)
+        self._releaser.start()
+
+    def _release_loop(self) -> None:
+        while True:
+            with self._held_lock:
+                while not self._held:
+                    self._held_lock.wait()
+                due_at = min(at for at, _ in self._held.values()) + START_DELAY
+                wait = due_at - time.monotonic()
+                if wait > 0:
+                    self._held_lock.wait(wait)
+                    continue
+                now = time.monotonic()
+                due = [k for k, (at, _) in self._held.items() if at + START_DELAY <= now]
+                messages = [self._held.pop(k)[1] for k in due]
+            for message in messages:
+                self.send(message)
+
+    def _release_all(self) -> None:
+        with self._held_lock:
+            messages = [message for _, message in self._held.values()]
+            self._held.clear()
+        for message in messages:
+            self.send(message)
 
     def send(self, message: dict[str, Any]) -> None:
         line = json.dumps(message, separators=(",", ":")) + "\n"
@@ -84,18 +120,24 @@ class PipeReporter:
         return self.replies.get()
 
     def action_started(self, build_id: int, action: Action) -> None:
-        self.send({"op": "action_started", "build_id": build_id, "action": protocol.encode_action(action)})
+        message = {"op": "action_started", "build_id": build_id, "action": protocol.encode_action(action)}
+        with self._held_lock:
+            self._held[(build_id, action.step, action.index)] = (time.monotonic(), message)
+            self._held_lock.notify()
 
     def log_writer(self, build_id: int, step: int, index: int) -> LogWriter:
         writer: LogWriter = self._logs.writer(build_id, step, index)
         return writer
 
     def action_finished(self, build_id: int, action: Action) -> None:
+        with self._held_lock:
+            self._held.pop((build_id, action.step, action.index), None)  # ended before it was told
         self.send({"op": "action_finished", "build_id": build_id, "action": protocol.encode_action(action)})
 
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
     ) -> None:
+        self._release_all()  # (none should be left: every started action has finished)
         self.send(
             {
                 "op": "build_finished",
