@@ -153,6 +153,17 @@ class ConsoleReporter:
         with self.lock:
             self.console.print(f"{_MARKS[action.status]} {escape(action.name)} [dim]({took}{code})[/]")
 
+    def test_results(
+        self, build_id: int, index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        """Show the failing tests as they are found (the developer's first question)."""
+        with self.lock:
+            for test in tests:
+                if test.get("result") in ("failure", "error"):
+                    name = escape(f"{test.get('classname', '')} {test.get('name', '')}".strip())
+                    where = f" [dim]({escape(str(test['file']))})[/]" if test.get("file") else ""
+                    self.console.print(f"[red]✖ test {name}[/]{where}")
+
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
     ) -> None:

@@ -1093,6 +1093,16 @@ class Circlet:
         self.journal.put(build_id, action)
         self._touch_build(build_id)
 
+    def test_results(
+        self, build_id: int, index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        self.store.add_test_results(build_id, index, tests, exceptions)
+        self._touch_build(build_id)
+
+    def tests_of(self, build: Build) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The build's test cases and unreadable reports, as GET .../:build_num/tests shows them."""
+        return self.store.test_results(build.id or 0)
+
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
     ) -> None:

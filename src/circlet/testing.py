@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from circlet.core.errors import Conflict, InvalidRequest, NotFound, RepositoryError, UnknownRevision
 from circlet.core.model import (
@@ -62,6 +63,7 @@ class InMemoryBuildStore:
         self._builds: dict[int, Build] = {}
         self._build_keys: dict[tuple[int, int], int] = {}
         self._actions: dict[int, dict[tuple[int, int], Action]] = {}
+        self._tests: dict[tuple[int, int], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self._users: dict[int, User] = {}
         self._tokens: dict[int, Token] = {}
         self._ids: dict[str, int] = {}
@@ -223,6 +225,24 @@ class InMemoryBuildStore:
             mine = self._actions.setdefault(build_id, {})
             for action in actions:
                 mine[(action.step, action.index)] = action
+
+    def add_test_results(
+        self, build_id: int, node_index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        with self._lock:
+            if build_id not in self._builds:
+                raise NotFound(f"no build with id {build_id}")
+            kept = self._tests.setdefault((build_id, node_index), ([], []))
+            kept[0].extend(copy.deepcopy(tests))
+            kept[1].extend(copy.deepcopy(exceptions))
+
+    def test_results(self, build_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with self._lock:
+            found = sorted((k[1], v) for k, v in self._tests.items() if k[0] == build_id)
+            return (
+                [copy.deepcopy(t) for _, v in found for t in v[0]],
+                [copy.deepcopy(e) for _, v in found for e in v[1]],
+            )
 
     def list_actions(self, build_id: int) -> list[Action]:
         with self._lock:
@@ -935,6 +955,7 @@ class RecordingReporter:
     finished: dict[tuple[int, int], Action] = field(default_factory=dict)
     writers: dict[tuple[int, int], RecordingWriter] = field(default_factory=dict)
     finished_builds: list[tuple[int, Outcome, datetime, tuple[Message, ...]]] = field(default_factory=list)
+    tests: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def build_queued(self, build_id: int, at: datetime) -> None:
@@ -961,6 +982,11 @@ class RecordingReporter:
         with self.lock:
             assert (action.step, action.index) not in self.finished
             self.finished[(action.step, action.index)] = action
+
+    def test_results(
+        self, build_id: int, index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        self.tests.append((index, list(tests), list(exceptions)))
 
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()

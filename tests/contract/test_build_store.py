@@ -471,3 +471,28 @@ def test_tokens(store: BuildStore) -> None:
     assert store.revoke_token(personal.id) is True  # idempotent
     assert store.revoke_token(9999) is False
     assert store.list_tokens() == [replace(personal, revoked=True), scoped]
+
+
+def test_test_results_append_per_container(store: BuildStore) -> None:
+    project = _project(store)
+    bid = _bid(store.create_build(Build(project_id=_pid(project))))
+    case = {
+        "name": "t1",
+        "classname": "c",
+        "file": None,
+        "result": "success",
+        "run_time": 0.5,
+        "message": None,
+        "source": "unknown",
+        "source_type": "unknown",
+    }
+    assert store.test_results(bid) == ([], [])
+    store.add_test_results(bid, 1, [{**case, "name": "on-1"}], [])
+    store.add_test_results(bid, 0, [case], [{"file": "bad.xml", "message": "not XML"}])
+    store.add_test_results(bid, 0, [{**case, "name": "t2", "result": "failure", "message": "boom"}], [])
+    tests, problems = store.test_results(bid)
+    assert [t["name"] for t in tests] == ["t1", "t2", "on-1"]  # container 0 first, then as added
+    assert tests[1]["message"] == "boom" and tests[0]["run_time"] == 0.5
+    assert problems == [{"file": "bad.xml", "message": "not XML"}]
+    with pytest.raises(NotFound):
+        store.add_test_results(9999, 0, [case], [])

@@ -534,3 +534,58 @@ def test_seed_neighbours_build_tests_artifacts_and_ssh(server: ServerProcess, re
         403,
         {"message": "Permission denied"},
     )
+
+
+JUNIT = """<?xml version="1.0"?>
+<testsuites><testsuite name="widgets" file="tests/test_widget.py">
+  <testcase classname="tests.test_widget" name="test_spins" time="0.25"/>
+  <testcase classname="tests.test_widget" name="test_stops" time="1.5">
+    <failure message="assert 1 == 2">Traceback...</failure></testcase>
+  <testcase classname="tests.test_widget" name="test_later" time="0"><skipped/></testcase>
+</testsuite></testsuites>
+"""
+
+
+def test_store_test_results_reach_the_tests_endpoint(server: ServerProcess, repo: Path) -> None:
+    commit_files(
+        repo,
+        {
+            "reports/junit/results.xml": JUNIT,
+            "reports/broken.xml": "<testsuite><testcase",
+            ".circleci/config.yml": config_yaml(
+                [
+                    "checkout",
+                    {"run": {"name": "tests fail", "command": "exit 1"}},
+                    {"store_test_results": {"path": "reports"}},
+                    {"store_test_results": {"path": "no/such/folder"}},
+                ]
+            ),
+        },
+        message="Tests",
+    )
+    server.request("POST", P + "/tree/main")
+    build = server.wait_finished("gh/acme/widget", 1)
+    assert build["outcome"] == "failed"  # the failing step decides, never the reports
+    status, body = server.request("GET", P + "/1/tests")
+    assert status == 200
+    by_name = {t["name"]: t for t in body["tests"]}
+    assert set(by_name) == {"test_spins", "test_stops", "test_later"}
+    assert by_name["test_stops"] == {
+        "message": "assert 1 == 2",
+        "file": "tests/test_widget.py",
+        "source": "junit",
+        "run_time": 1.5,
+        "result": "failure",
+        "name": "test_stops",
+        "classname": "tests.test_widget",
+        "source_type": "junit",
+    }
+    assert by_name["test_later"]["result"] == "skipped" and by_name["test_spins"]["result"] == "success"
+    assert [e["file"] for e in body["exceptions"]] == ["broken.xml"]
+    steps = {s["name"]: s["actions"][0] for s in build["steps"]}
+    assert all(a["status"] == "success" for n, a in steps.items() if n == "Uploading test results")
+
+    from pycircleci.api import Api
+
+    tests = Api(token=server.token, url=server.base + "/api").get_test_metadata("acme", "widget", 1)
+    assert len(tests["tests"]) == 3

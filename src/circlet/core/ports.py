@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from circlet.core.model import (
     Action,
@@ -120,6 +120,16 @@ class BuildStore(Protocol):
 
     def list_actions(self, build_id: int) -> list[Action]:
         """Actions ordered by step then index."""
+        ...
+
+    def add_test_results(
+        self, build_id: int, node_index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        """Append test cases (and report problems) a container found, in the API's shape."""
+        ...
+
+    def test_results(self, build_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """All containers' cases and problems, by container index then as added."""
         ...
 
     def get_action(self, build_id: int, step: int, index: int) -> Action | None: ...
@@ -389,6 +399,12 @@ class RunReporter(Protocol):
     def log_writer(self, build_id: int, step: int, index: int) -> LogWriter: ...
 
     def action_finished(self, build_id: int, action: Action) -> None: ...
+
+    def test_results(
+        self, build_id: int, index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        """A store_test_results step of container `index` found these (the API's shape)."""
+        ...
 
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()

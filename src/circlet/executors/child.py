@@ -134,6 +134,19 @@ class PipeReporter:
             self._held.pop((build_id, action.step, action.index), None)  # ended before it was told
         self.send({"op": "action_finished", "build_id": build_id, "action": protocol.encode_action(action)})
 
+    def test_results(
+        self, build_id: int, index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        self.send(
+            {
+                "op": "test_results",
+                "build_id": build_id,
+                "index": index,
+                "tests": tests,
+                "exceptions": exceptions,
+            }
+        )
+
     def build_finished(
         self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
     ) -> None:
@@ -316,6 +329,8 @@ class ProcessRunner:
                 reporter.action_started(build_id, protocol.decode_action(message["action"]))
             elif op == "action_finished":
                 reporter.action_finished(build_id, protocol.decode_action(message["action"]))
+            elif op == "test_results":
+                reporter.test_results(build_id, message["index"], message["tests"], message["exceptions"])
             elif op == "build_started":
                 ok = reporter.build_started(build_id, protocol.decode_time(message["at"]), message["worker"])
                 self._send({"op": "started", "ok": ok})

@@ -429,10 +429,11 @@ async def trigger_project(request: Request, vcs_type: str, username: str, repona
     responses=answers(200, ref("TestResults"), "The build's test results.", 403, 404),
 )
 def tests(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
-    """Test metadata. Until test results are parsed (store_test_results), a build has none."""
+    """Test metadata: every case the build's store_test_results steps found, every container."""
     project, _ = project_access(request, vcs_type, username, reponame, Scope.VIEW_BUILDS)
-    services(request).circlet.get_build(project, _build_num(build_num))
-    return json_response(request, {"tests": [], "exceptions": []})
+    svc = services(request).circlet
+    found, problems = svc.tests_of(svc.get_build(project, _build_num(build_num)))
+    return json_response(request, {"tests": found, "exceptions": problems})
 
 
 @router.get(

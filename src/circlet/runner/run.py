@@ -293,6 +293,9 @@ class JobRunner:
                 source=self.source,
                 processes=node.processes,
                 kill_grace=self.kill_grace,
+                report_tests=lambda tests, problems: self.reporter.test_results(
+                    build_id, node.index, tests, problems
+                ),
             )
             result = handler(context)
         except Exception as exc:  # a bug, or the log store failing: the action still ends

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from circlet import results
 from circlet.core.errors import CircletError
 from circlet.core.model import ActionStatus
 from circlet.core.plan import DEFAULT_SHELL, JobPlan, PlannedStep, StepKind
@@ -141,6 +142,7 @@ class StepContext:
     source: CheckoutSource
     processes: NodeProcesses
     kill_grace: float
+    report_tests: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda tests, problems: None
 
     @property
     def home(self) -> Path:
@@ -293,6 +295,25 @@ def _recorded(text: Callable[[dict[str, Any]], str]) -> Handler:
     return handler
 
 
+def store_test_results(ctx: StepContext) -> StepResult:
+    """config.md 3.6: read the JUnit/Cucumber reports under `path`; never fails the step."""
+    raw = ctx.step.args.get("path")
+    if not isinstance(raw, str) or not raw:
+        ctx.log.line("Warning: store_test_results needs a path; nothing stored")
+        return StepResult(status=ActionStatus.SUCCESS)
+    path = expand_path(raw, home=ctx.home, base=ctx.workdir)
+    if not path.exists():
+        ctx.log.line(f"Warning: test results path {path} does not exist; nothing stored")
+        return StepResult(status=ActionStatus.SUCCESS)
+    cases, problems = results.collect(path)
+    ctx.report_tests([results.to_api(c) for c in cases], [results.problem_to_api(p) for p in problems])
+    failed = sum(1 for c in cases if c.result in ("failure", "error"))
+    ctx.log.line(f"Archiving test results from {path}: {len(cases)} tests, {failed} failed or in error")
+    for problem in problems:
+        ctx.log.line(f"Could not read {problem.file}: {problem.message}")
+    return StepResult(status=ActionStatus.SUCCESS)
+
+
 def noop(ctx: StepContext) -> StepResult:
     ctx.log.line(f'Nothing to do on circlet for "{ctx.step.name}"')
     return StepResult(status=ActionStatus.SUCCESS)
@@ -301,9 +322,7 @@ def noop(ctx: StepContext) -> StepResult:
 HANDLERS: dict[StepKind, Handler] = {
     StepKind.RUN: run_command,
     StepKind.CHECKOUT: checkout,
-    StepKind.STORE_TEST_RESULTS: _recorded(
-        lambda a: f"Recorded test results path {_words(a.get('path'))} (parsing comes later)"
-    ),
+    StepKind.STORE_TEST_RESULTS: store_test_results,
     StepKind.STORE_ARTIFACTS: _recorded(
         lambda a: (
             f"Recorded artifacts path {_words(a.get('path'))}"

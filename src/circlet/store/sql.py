@@ -41,7 +41,7 @@ from circlet.core.model import (
     Why,
 )
 from circlet.core.ports import BuildQuery
-from circlet.store.tables import actions, builds, projects, tokens, users
+from circlet.store.tables import actions, builds, projects, test_results, tokens, users
 
 # Execution option read by the SQLite `begin` hook: transactions that only read say so.
 _READ_ONLY = "circlet_read_only"
@@ -558,6 +558,40 @@ class SqlBuildStore:
                 connection.execute(self._upsert_action, [_action_to_values(build_id, a) for a in actions])
         except sa.exc.IntegrityError:
             raise NotFound(f"no build with id {build_id}") from None
+
+    def add_test_results(
+        self, build_id: int, node_index: int, tests: list[dict[str, Any]], exceptions: list[dict[str, Any]]
+    ) -> None:
+        key = {"build_id": build_id, "node_index": node_index}
+        try:
+            with self._engine.begin() as connection:
+                row = connection.execute(
+                    sa.select(test_results).where(
+                        test_results.c.build_id == build_id, test_results.c.node_index == node_index
+                    )
+                ).first()
+                if row is None:
+                    connection.execute(
+                        test_results.insert().values(
+                            **key, tests=tests, exceptions=exceptions, created_at=_now()
+                        )
+                    )
+                else:
+                    connection.execute(
+                        test_results.update()
+                        .where(test_results.c.build_id == build_id, test_results.c.node_index == node_index)
+                        .values(tests=[*row.tests, *tests], exceptions=[*row.exceptions, *exceptions])
+                    )
+        except sa.exc.IntegrityError:
+            raise NotFound(f"no build with id {build_id}") from None
+
+    def test_results(self, build_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows = self._all(
+            sa.select(test_results)
+            .where(test_results.c.build_id == build_id)
+            .order_by(test_results.c.node_index)
+        )
+        return [t for row in rows for t in row.tests], [e for row in rows for e in row.exceptions]
 
     def list_actions(self, build_id: int) -> list[Action]:
         return [_action_from_row(row) for row in self._all(self._select_actions, {"build_id": build_id})]

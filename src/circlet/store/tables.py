@@ -251,3 +251,18 @@ webhook_deliveries = sa.Table(
     sa.Index(None, "build_id"),
     sa.Index(None, "state", "next_attempt_at"),
 )
+
+
+# ---------------------------------------------------------------- test results (migration 0003)
+
+# The test cases one container's store_test_results steps found, as the API shows them
+# (results.to_api), and the report files that could not be read.
+test_results = sa.Table(
+    "test_results",
+    metadata,
+    sa.Column("build_id", sa.Integer, sa.ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("node_index", sa.Integer, primary_key=True),
+    sa.Column("tests", _json(), nullable=False),
+    sa.Column("exceptions", _json(), nullable=False),
+    sa.Column("created_at", UTCDateTime),
+)
