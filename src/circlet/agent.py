@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 AVAILABLE = "only tests, step halt and env subst are"
-HALT_FILE_ENV = "CIRCLET_HALT_FILE"
+HALT_FILE_ENV = "CIRCLE_INTERNAL_HALT_FILE"
 TASK_DATA_ENV = "CIRCLE_INTERNAL_TASK_DATA"
 RESULTS_JSON = Path("circle-test-results", "results.json")
 DEFAULT_TIME = 0.1  # seconds given to an item without timing (DECISION)

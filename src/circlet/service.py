@@ -615,8 +615,10 @@ class Circlet:
             project_variables={v.name: v.value for v in self.settings.list_env_vars(project.id or 0)},
             builtins=builtins,
         )
+        timings = self._timings(build)
         self.dispatcher.submit(
             RunRequest(
+                timings=timings,
                 build_id=build.id or 0,
                 project=project,
                 build_num=build.build_num,
@@ -628,6 +630,32 @@ class Circlet:
                 parallelism=plan.parallelism,
             )
         )
+
+    def _timings(self, build: Build) -> list[dict[str, Any]] | None:
+        """The test results `circleci tests split --split-by=timings` reads (config.md 8): those
+        of the newest successful build of the same job on the same branch, else on any branch."""
+        same_branch = self.store.previous_build(
+            build.project_id,
+            build.branch,
+            build.job_name,
+            build.build_num,
+            finished_only=True,
+            outcome=Outcome.SUCCESS,
+        )
+        candidates = [same_branch] if same_branch is not None else []
+        candidates += [
+            b
+            for b in self.store.list_builds(
+                BuildQuery(project_ids=(build.project_id,), outcomes=(Outcome.SUCCESS,), limit=20)
+            )
+            if (b.job_name or DEFAULT_JOB) == (build.job_name or DEFAULT_JOB)
+            and b.build_num < build.build_num
+        ]
+        for candidate in candidates:
+            tests, _ = self.store.test_results(candidate.id or 0)
+            if tests:
+                return tests
+        return None
 
     # ------------------------------------------------------------ reading
 

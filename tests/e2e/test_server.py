@@ -589,3 +589,64 @@ def test_store_test_results_reach_the_tests_endpoint(server: ServerProcess, repo
 
     tests = Api(token=server.token, url=server.base + "/api").get_test_metadata("acme", "widget", 1)
     assert len(tests["tests"]) == 3
+
+
+WRITE_JUNIT = """\
+import sys
+durations = {"tests/t1.py": 6.0, "tests/t2.py": 1.0, "tests/t3.py": 1.0, "tests/t4.py": 1.0,
+             "tests/t5.py": 1.0, "tests/t6.py": 2.0}
+cases = "".join(f'<testcase classname="c" name="{f}" file="{f}" time="{durations[f]}"/>'
+                for f in sys.stdin.read().split())
+print(f"<testsuite>{cases}</testsuite>")
+"""
+
+
+def test_circleci_tests_split_uses_the_last_green_builds_timings(server: ServerProcess, repo: Path) -> None:
+    config = config_yaml(
+        [
+            "checkout",
+            {
+                "run": {
+                    "name": "split",
+                    "command": (
+                        'circleci tests glob "tests/*.py" \\\n'
+                        "  | circleci tests split --split-by=timings > mine.txt\n"
+                        "cat mine.txt\nmkdir -p reports/junit\n"
+                        "python3 write_junit.py < mine.txt > reports/junit/results.xml"
+                    ),
+                }
+            },
+            {"store_test_results": {"path": "reports"}},
+            {"run": {"name": "halt", "command": "circleci step halt"}},
+            {"run": {"name": "never", "command": "echo never"}},
+        ]
+    ).replace("    steps:", "    parallelism: 2\n    steps:", 1)
+    commit_files(
+        repo,
+        {
+            ".circleci/config.yml": config,
+            "write_junit.py": WRITE_JUNIT,
+            **{f"tests/t{n}.py": "" for n in range(1, 7)},
+        },
+        message="Split",
+    )
+    outputs: list[list[str]] = []
+    for num in (1, 2):
+        server.request("POST", P + "/tree/main")
+        build = server.wait_finished("gh/acme/widget", num)
+        assert build["outcome"] == "success", build["messages"]
+        names = [s["name"] for s in build["steps"]]
+        assert "halt" in names and "never" not in names  # step halt: no further step runs
+        split = next(s for s in build["steps"] if s["name"] == "split")
+        per_node = []
+        for action in sorted(split["actions"], key=lambda a: a["index"]):
+            with urllib.request.urlopen(action["output_url"] + "&file=true") as resp:
+                per_node.append(resp.read().decode())
+        outputs.append(per_node)
+    assert "Error reading historical timing data" in "".join(outputs[0])  # no history yet
+    second = [sorted(line for line in text.splitlines() if line.startswith("tests/")) for text in outputs[1]]
+    assert sorted(second) == [
+        ["tests/t1.py"],
+        ["tests/t2.py", "tests/t3.py", "tests/t4.py", "tests/t5.py", "tests/t6.py"],
+    ]  # 6 s against 6 s: balanced by timings
+    assert len(server.request("GET", P + "/2/tests")[1]["tests"]) == 6

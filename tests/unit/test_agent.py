@@ -310,12 +310,12 @@ def test_run_with_no_items_does_not_run(tmp_path: Path) -> None:
 
 def test_step_halt_touches_the_marker(tmp_path: Path) -> None:
     marker = tmp_path / "halt"
-    done = agent("step", "halt", cwd=tmp_path, env={"CIRCLET_HALT_FILE": str(marker)})
+    done = agent("step", "halt", cwd=tmp_path, env={"CIRCLE_INTERNAL_HALT_FILE": str(marker)})
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert marker.exists()
     outside = agent("step", "halt", cwd=tmp_path)
     assert outside.returncode == 1
-    assert "CIRCLET_HALT_FILE is not set" in outside.stderr
+    assert "CIRCLE_INTERNAL_HALT_FILE is not set" in outside.stderr
 
 
 def test_env_subst(tmp_path: Path) -> None:

@@ -380,6 +380,8 @@ class RunRequest:
     plan: JobPlan
     environment: dict[str, str] = field(default_factory=dict)  # built-ins, project vars, parameters
     parallelism: int = 1
+    # test results of the last successful build of the job (for `circleci tests split`), or None
+    timings: list[dict[str, Any]] | None = None
 
 
 class RunReporter(Protocol):

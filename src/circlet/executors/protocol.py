@@ -59,6 +59,7 @@ def encode_request(request: RunRequest) -> dict[str, Any]:
         "plan": request.plan.to_dict(),
         "environment": request.environment,
         "parallelism": request.parallelism,
+        "timings": request.timings,
     }
 
 
@@ -73,6 +74,7 @@ def decode_request(data: dict[str, Any]) -> RunRequest:
         plan=JobPlan.from_dict(data["plan"]),
         environment=dict(data["environment"]),
         parallelism=data["parallelism"],
+        timings=data.get("timings"),
     )
 
 

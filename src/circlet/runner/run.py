@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from circlet.agent import HALT_FILE_ENV
 from circlet.core.model import Action, ActionStatus, Message, Outcome
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
@@ -101,6 +103,9 @@ class _Node:
             CIRCLE_INTERNAL_TASK_DATA=str(ws.task_data),
         )
         env.update(request.plan.environment)
+        # The `circleci` command comes first whatever PATH the job set (CircleCI's is always there).
+        env["PATH"] = f"{ws.bin}{os.pathsep}{env.get('PATH') or os.defpath}"
+        env[HALT_FILE_ENV] = str(ws.halt_file)
         self.env = env
         home = Path(env.get("HOME") or ws.home)
         self.workdir = expand_path(request.plan.working_directory, home=home, base=home)
@@ -258,6 +263,8 @@ class JobRunner:
                 node.job_failed = True
             elif status in STOPPING:
                 return
+            if node.workspace.halt_file.exists():  # `circleci step halt`: no further step runs
+                return
 
     # ---------------------------------------------------------------- actions
 
@@ -334,7 +341,7 @@ class JobRunner:
         ctx.log.line(f"Executor: {plan.executor_kind}{image} (resource class {plan.resource_class})")
         ctx.log.line("circlet runs this job on the host shell: the image is recorded, not pulled.")
         try:
-            ctx.workspace.create()
+            ctx.workspace.create(ctx.request.timings)
             ctx.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             text = f"Could not create the workspace {ctx.workspace.root}: {exc.strerror or exc}"

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from circlet.agent import command_script
 
 # What steps inherit from the server's own environment; everything else (database URLs, tokens...)
 # stays out of the build. HOME is not inherited: it is the node's home.
@@ -69,11 +72,33 @@ class NodeWorkspace:
     def task_data(self) -> Path:
         return self.root / "task-data"
 
-    def create(self) -> None:
-        """Make the directories and an empty BASH_ENV file; OSError if the disk says no."""
-        for path in (self.home, self.scripts, self.task_data):
+    @property
+    def bin(self) -> Path:
+        """Holds `circleci` and `circleci-agent`, first on the steps' PATH (on the disk, not on
+        tmpfs: /dev/shm is often mounted noexec)."""
+        return self.root / "bin"
+
+    @property
+    def halt_file(self) -> Path:
+        """`circleci step halt` creates it; the runner runs no further step then."""
+        return (self.runtime or self.root) / "halt"
+
+    def create(self, timings: list[dict[str, Any]] | None = None) -> None:
+        """Make the directories, an empty BASH_ENV file, the `circleci` command and, with timings,
+        results.json for `circleci tests split`; OSError if the disk says no."""
+        for path in (self.home, self.scripts, self.task_data, self.bin):
             path.mkdir(parents=True, exist_ok=True)
         self.bash_env.write_bytes(b"")
+        script = command_script(sys.executable)
+        for name in ("circleci", "circleci-agent"):
+            (self.bin / name).write_text(script)
+            (self.bin / name).chmod(0o755)
+        if timings is not None:
+            folder = self.task_data / "circle-test-results"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "results.json").write_text(
+                json.dumps({"tests": timings, "files": [], "exceptions": []})
+            )
 
     def script(self, step: int) -> Path:
         return self.scripts / f"step-{step}.sh"
