@@ -26,6 +26,7 @@ from circlet.core import env as env_mod
 from circlet.core.errors import (
     ConfigError,
     InvalidRequest,
+    JobNotRunnable,
     NotFound,
     RepositoryError,
 )
@@ -401,9 +402,9 @@ class Circlet:
             try:
                 config = config_mod.load_config(config_text, filename=CONFIG_PATH)
                 if config.version == "2.1":
-                    raise InvalidRequest(REFUSE_21)
+                    raise JobNotRunnable(REFUSE_21)
                 if job_name not in config.jobs:
-                    raise InvalidRequest(NO_SUCH_JOB.format(job=job_name))
+                    raise JobNotRunnable(NO_SUCH_JOB.format(job=job_name))
                 plan = config_mod.plan_job(config, job_name)
             except ConfigError as exc:
                 messages.extend(Message(type="error", message=str(p), reason="config") for p in exc.problems)
@@ -477,9 +478,8 @@ class Circlet:
             branch = project.default_branch
         try:
             return self.trigger(project, branch=branch, tag=tag, revision=revision, user_id=user_id)
-        except InvalidRequest as exc:
-            if exc.message != REFUSE_21 and not exc.message.startswith("Cannot find a job named"):
-                raise
+        except JobNotRunnable:
+            pass  # a 2.1 config, or workflows without a `build` job
         return self._unrunnable(
             project,
             branch=branch,
@@ -737,26 +737,6 @@ class Circlet:
 
     def log_chunks(self, build: Build, step: int, index: int, *, offset: int = 0) -> Iterator[LogChunk]:
         return self.logs.chunks(build.id or 0, step, index, offset=offset)
-
-    def log_bytes(
-        self, build: Build, step: int, index: int, *, offset: int = 0, length: int | None = None
-    ) -> bytes:
-        return self.logs.read(build.id or 0, step, index, offset=offset, length=length)
-
-    def wait_finished(self, build_id: int, timeout: float) -> Build | None:
-        """Block until the build is finished (tests, the CLI); None if it does not exist."""
-        deadline = time.monotonic() + timeout
-        while True:
-            build = self.store.get_build_by_id(build_id)
-            if build is None or (build.finished and build.lifecycle is not Lifecycle.RUNNING):
-                return build
-            if time.monotonic() > deadline:
-                return build
-            time.sleep(0.01)
-
-    # ------------------------------------------------------------ project settings
-    # Users and members, follows, environment variables, checkout and SSH keys, webhooks,
-    # project settings (api-v1.1.md 9.1, 9.2, 9.6-9.8). Each is one store call or a few.
 
     def add_user(
         self, login: str, *, name: str | None = None, email: str | None = None, admin: bool = False

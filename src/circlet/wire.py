@@ -20,7 +20,6 @@ from circlet.core.model import (
     ActionStatus,
     Build,
     BuildView,
-    Lifecycle,
     Outcome,
     Project,
     User,
@@ -334,10 +333,6 @@ def iter_log_json(chunks: Iterable[LogChunk]) -> Iterable[bytes]:
 def branch_key(branch: str) -> str:
     """Branch names as keys of /projects: percent-encoded, dots included."""
     return quote(branch, safe="").replace(".", "%2E")
-
-
-def is_running(build: Build) -> bool:
-    return build.lifecycle is Lifecycle.RUNNING
 
 
 # ---------------------------------------------------------------- users, projects, settings (9.1-9.8)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from circlet.core.config import load_config, plan_job
-from circlet.core.errors import InvalidRequest, NotFound, RepositoryError, UnknownRevision
+from circlet.core.errors import InvalidRequest, JobNotRunnable, NotFound, RepositoryError, UnknownRevision
 from circlet.core.model import (
     Action,
     ActionStatus,
@@ -379,13 +379,13 @@ REFUSED = [
     ),
     pytest.param(
         {"job": "nope"},
-        InvalidRequest,
+        JobNotRunnable,  # an InvalidRequest (400) that /build knows to handle
         "Cannot find a job named `nope` to run in the `jobs:` section of your configuration file.",
         id="unknown-job-argument",
     ),
     pytest.param(
         {"build_parameters": {"CIRCLE_JOB": "ghost"}},
-        InvalidRequest,
+        JobNotRunnable,  # an InvalidRequest (400) that /build knows to handle
         "Cannot find a job named `ghost` to run in the `jobs:` section of your configuration file.",
         id="unknown-job-parameter",
     ),

@@ -21,6 +21,10 @@ class InvalidRequest(CircletError):
     """The request cannot be carried out as given (HTTP 400)."""
 
 
+class JobNotRunnable(InvalidRequest):
+    """The config has no such job to trigger alone, or is 2.1, whose jobs run in workflows (HTTP 400)."""
+
+
 class UnknownRevision(InvalidRequest):
     """A branch, tag or revision that the repository does not have (HTTP 400)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 MAX_AGE = 600.0  # seconds
 MAX_ENTRIES = 4096
@@ -25,8 +25,6 @@ class RenderCache:
         self.max_age = max_age
         self._entries: OrderedDict[Hashable, tuple[int, float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable, generation: int) -> bytes | None:
         now = time.monotonic()
@@ -34,9 +32,7 @@ class RenderCache:
             entry = self._entries.get(key)
             if entry is not None and entry[0] == generation and entry[1] > now:
                 self._entries.move_to_end(key)
-                self.hits += 1
                 return entry[2]
-            self.misses += 1
         return None
 
     def put(self, key: Hashable, generation: int, body: bytes) -> None:
@@ -45,10 +41,3 @@ class RenderCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-
-    def get_or_render(self, key: Hashable, generation: int, render: Callable[[], bytes]) -> bytes:
-        body = self.get(key, generation)
-        if body is None:
-            body = render()
-            self.put(key, generation, body)
-        return body

@@ -34,15 +34,6 @@ def _encode(data: Any, compact: bool) -> bytes:
     return json.dumps(data, indent=2, ensure_ascii=False).encode()
 
 
-def cached_json_response(
-    request: Request, cache: RenderCache, key: Hashable, generation: int, render: Callable[[], Any]
-) -> Response:
-    """json_response of `render()`, served from the render cache while `generation` holds."""
-    compact = "application/json" in request.headers.get("accept", "")
-    body = cache.get_or_render((key, compact), generation, lambda: _encode(render(), compact))
-    return Response(body, media_type=JSON_TYPE)
-
-
 async def cached_json_response_async(
     request: Request, cache: RenderCache, key: Hashable, generation: int, render: Callable[[], Any]
 ) -> Response:
