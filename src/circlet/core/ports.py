@@ -382,6 +382,10 @@ class RunRequest:
     parallelism: int = 1
     # test results of the last successful build of the job (for `circleci tests split`), or None
     timings: list[dict[str, Any]] | None = None
+    # the workflow this job runs in (persist_to_workspace/attach_workspace share files within it)
+    workflow_id: str | None = None
+    # the jobs of the same workflow this one requires, by build id (attach_workspace reads theirs)
+    upstream_build_ids: tuple[int, ...] = ()
 
 
 class RunReporter(Protocol):

@@ -266,3 +266,8 @@ test_results = sa.Table(
     sa.Column("exceptions", _json(), nullable=False),
     sa.Column("created_at", UTCDateTime),
 )
+
+
+# The tables of later areas live in modules of their own, on this metadata; importing them here
+# makes `metadata` complete for whoever imports this module.
+from circlet.store import tables_blobs, tables_pipelines, tables_workers  # noqa: E402, F401

