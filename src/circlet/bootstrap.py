@@ -5,18 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circlet.core.ports import Dispatcher
+from circlet.executors.celery_app import make_celery
+from circlet.executors.celery_exec import CeleryExecutor
 from circlet.executors.child import ProcessRunner, groups_dir
 from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
+from circlet.fleet import Fleet
 from circlet.http.deps import Services
 from circlet.notify import Notifier
+from circlet.poller import BranchPoller, Pushes
+from circlet.runner import sandbox
 from circlet.runner.process import reap_orphans
+from circlet.scheduler import Scheduler
 from circlet.service import Circlet
-from circlet.settings import Settings
+from circlet.settings import Settings, SettingsError
+from circlet.store.blobs_fs import FileBlobStore
 from circlet.store.deliveries_sql import SqlDeliveryStore
 from circlet.store.logs import FileLogStore
 from circlet.store.migrate import migrate
+from circlet.store.pipelines_sql import SqlPipelineStore
+from circlet.store.schedules_sql import SqlScheduleStore
 from circlet.store.settings_sql import SqlProjectSettingsStore
 from circlet.store.sql import SqlBuildStore, make_engine
+from circlet.store.workers_sql import SqlWorkerStore
 from circlet.vcs.git import GitSourceHost
 from circlet.wire import Links
 
@@ -26,11 +36,34 @@ class App:
     settings: Settings
     circlet: Circlet
     services: Services
+    poller: BranchPoller | None = None  # started and stopped by `circlet serve`
+    scheduler: Scheduler | None = None  # scheduled workflows; started by `circlet serve`
+
+    def stop(self) -> None:
+        """Stop polling and scheduling, then running builds. Idempotent."""
+        if self.poller is not None:
+            self.poller.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.circlet.stop()
 
 
-def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
+def build_dispatcher(settings: Settings, source: GitSourceHost, fleet: Fleet | None = None) -> Dispatcher:
+    if settings.executor == "celery" and fleet is not None:
+        return CeleryExecutor(app=make_celery(settings.broker_url), fleet=fleet)  # docs/workers.md
     if settings.executor != "local":
         raise NotImplementedError(f"the {settings.executor} executor is not available yet")
+
+    if settings.sandbox == "bwrap":  # refuse at start, not build after build (runner/sandbox.py)
+        box = sandbox.Sandbox(
+            workspace_root=settings.workspaces_dir,
+            hidden=sandbox.default_hidden(data_dir=settings.data_dir),
+        )
+        problem = sandbox.probe(box)
+        if problem is not None:
+            raise SettingsError(f"CIRCLET_SANDBOX=bwrap: the step sandbox does not work here: {problem}")
+        if settings.runner == "thread":
+            sandbox.configure(box)
 
     def runner() -> SlotRunner:
         if settings.runner == "thread":
@@ -39,6 +72,7 @@ def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
                 source=source,
                 keep_workspace=settings.keep_workspaces,
                 kill_grace=settings.kill_grace,
+                blobs=FileBlobStore(settings.blobs_dir),
             )
         return ProcessRunner(
             workspace_root=settings.workspaces_dir,
@@ -46,6 +80,8 @@ def build_dispatcher(settings: Settings, source: GitSourceHost) -> Dispatcher:
             logs=settings.logs_dir,
             keep_workspaces=settings.keep_workspaces,
             kill_grace=settings.kill_grace,
+            blobs=settings.blobs_dir,
+            sandbox=settings.sandbox,
         )
 
     def reap() -> int:
@@ -68,13 +104,31 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
     links = Links(settings.effective_base_url, settings.secret_key())
     # Webhooks are signed with the server's secret (docs/webhooks.md).
     notifier = Notifier(deliveries=SqlDeliveryStore(engine), links=links, secret=settings.secret_key())
+    fleet = Fleet(
+        SqlWorkerStore(engine),
+        lost_after=settings.worker_lost_after,
+        heartbeat_interval=settings.worker_heartbeat,
+        resubmit_after=settings.resubmit_after,
+        sweeping=settings.executor == "celery",
+    )
     circlet = Circlet(
+        blobs=FileBlobStore(settings.blobs_dir),
+        fleet=fleet,
         store=store,
         logs=logs,
         source=source,
-        dispatcher=build_dispatcher(settings, source),
+        dispatcher=build_dispatcher(settings, source, fleet),
         settings=SqlProjectSettingsStore(engine),
         base_url=settings.effective_base_url,
         notifier=notifier,
+        pipelines=SqlPipelineStore(engine),
+        orbs_dir=settings.orbs_dir,
     )
-    return App(settings=settings, circlet=circlet, services=Services(circlet=circlet, links=links))
+    pushes = Pushes(circlet, server_secret=settings.push_secret)  # docs/push-triggers.md
+    return App(
+        settings=settings,
+        circlet=circlet,
+        services=Services(circlet=circlet, links=links, worker_token=settings.worker_token, pushes=pushes),
+        poller=BranchPoller(pushes, interval=settings.poll_interval),
+        scheduler=Scheduler(circlet, SqlScheduleStore(engine), enabled=settings.scheduler),  # schedules.md
+    )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from circlet import __version__
+from circlet import __version__, cli_schedules, cli_workflows, fleet_cli
 from circlet.core.errors import CircletError, NotFound
 from circlet.core.model import Project, Scope
 from circlet.core.projects import Role, mask
@@ -62,10 +62,17 @@ def serve(host: str | None, port: int | None, slots: int | None) -> None:
     )
     app = _app(settings)
     app.circlet.start()
+    if app.poller is not None:
+        app.poller.start()  # CIRCLET_POLL_INTERVAL > 0 only
+    if app.scheduler is not None:
+        app.scheduler.start()  # scheduled workflows; CIRCLET_SCHEDULER=off: `schedule run-due` only
     click.echo(f"circlet {__version__} serving {settings.effective_base_url}")
     click.echo(f"  data folder: {settings.data_dir}")
     click.echo(f"  database:    {_safe_url(settings.effective_database_url)}")
-    click.echo(f"  executor:    {settings.executor} ({settings.effective_slots} slots)")
+    if settings.executor == "celery":  # builds run on `circlet worker`s (docs/workers.md)
+        click.echo(f"  executor:    celery (broker {_safe_url(settings.broker_url)})")
+    else:
+        click.echo(f"  executor:    {settings.executor} ({settings.effective_slots} slots)")
     if not app.circlet.store.list_tokens():
         click.echo(
             "  no API token yet: run `circlet token create` to make one "
@@ -73,14 +80,14 @@ def serve(host: str | None, port: int | None, slots: int | None) -> None:
         )
     try:
         uvicorn.run(
-            create_app(app.services, on_shutdown=app.circlet.stop),
+            create_app(app.services, on_shutdown=app.stop),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
         )
     finally:
-        app.circlet.stop()  # idempotent: the lifespan usually did it (uvicorn re-raises SIGTERM)
+        app.stop()  # idempotent: the lifespan usually did it (uvicorn re-raises SIGTERM)
 
 
 def _safe_url(url: str) -> str:
@@ -451,6 +458,12 @@ def build(path: Path, job: str, env_pairs: tuple[str, ...]) -> None:
         raise click.ClickException(exc.message) from exc
     sys.exit(0 if ok else 1)
 
+
+main.add_command(fleet_cli.worker)  # `circlet worker`, `circlet workers` (fleet_cli.py, docs/workers.md)
+main.add_command(fleet_cli.workers)
+main.add_command(cli_workflows.workflow)  # `circlet workflow`, `circlet context` (docs/workflows.md)
+main.add_command(cli_workflows.context)
+main.add_command(cli_schedules.schedule)  # `circlet schedule` (docs/schedules.md)
 
 if __name__ == "__main__":
     main()

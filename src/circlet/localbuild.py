@@ -25,6 +25,7 @@ from circlet.core.model import Action, ActionStatus, Build, Message, Outcome, Pr
 from circlet.core.ports import LogWriter, RunRequest
 from circlet.runner.run import JobRunner
 from circlet.service import NO_SUCH_JOB
+from circlet.store.blobs_fs import FileBlobStore
 
 CONFIG_PATH = ".circleci/config.yml"
 
@@ -135,7 +136,7 @@ class ConsoleReporter:
     def build_queued(self, build_id: int, at: datetime) -> None:
         return None
 
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+    def build_started(self, build_id: int, at: datetime, worker: str, node: int | None = None) -> bool:
         return True
 
     def action_started(self, build_id: int, action: Action) -> None:
@@ -165,7 +166,12 @@ class ConsoleReporter:
                     self.console.print(f"[red]✖ test {name}[/]{where}")
 
     def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+        self,
+        build_id: int,
+        outcome: Outcome,
+        at: datetime,
+        messages: tuple[Message, ...] = (),
+        node: int | None = None,  # (a whole build here: JobRunner's node is None)
     ) -> None:
         self.outcome = outcome
         self.messages = messages
@@ -221,7 +227,11 @@ def run_local_build(
     )
     with tempfile.TemporaryDirectory(prefix="circlet-local-") as workspace:
         runner = JobRunner(
-            workspace_root=Path(workspace), source=WorkingTreeSource(tree), reporter=reporter, worker="local"
+            workspace_root=Path(workspace),
+            source=WorkingTreeSource(tree),
+            reporter=reporter,
+            worker="local",
+            blobs=FileBlobStore(Path(workspace) / ".blobs"),  # artifacts, caches: for this run only
         )
         request = RunRequest(
             build_id=1,

@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from circlet import sshkeys
+from circlet.core import circleyml, infer
 from circlet.core import config as config_mod
 from circlet.core import env as env_mod
+from circlet.core.blobkeys import caches_prefix
+from circlet.core.blobs import BlobStore
 from circlet.core.errors import (
     ConfigError,
     InvalidRequest,
@@ -47,6 +51,7 @@ from circlet.core.model import (
     Why,
 )
 from circlet.core.permissions import allowed_scopes
+from circlet.core.pipeline import PipelineStore
 from circlet.core.plan import JobPlan
 from circlet.core.ports import (
     BuildQuery,
@@ -72,8 +77,22 @@ from circlet.core.projects import (
     SshKey,
     Webhook,
 )
+from circlet.core.push import SECRET_VAR as PUSH_SECRET_VAR
 from circlet.core.status import derive_status
+from circlet.core.workers import (
+    HeartbeatReply,
+    Worker,
+    WorkerInfo,
+    containers_of,
+    finish_container,
+    start_container,
+)
+from circlet.core.workflow import WorkflowGraph
 from circlet.journal import ActionJournal
+from circlet.pipelines import Workflows
+
+if TYPE_CHECKING:
+    from circlet.fleet import Fleet
 
 log = logging.getLogger("circlet.service")
 
@@ -86,6 +105,7 @@ DEFAULT_JOB = "build"
 USER_CACHE_SECONDS = 5.0
 AUTH_CACHE_SECONDS = 5.0
 REFUSE_21 = "Triggering a single job is not supported for configurations that specify version: 2.1"
+MAX_PARALLEL = 100  # containers a trigger's `parallel` may ask for
 NO_SUCH_JOB = "Cannot find a job named `{job}` to run in the `jobs:` section of your configuration file."
 
 
@@ -111,8 +131,13 @@ class Circlet:
         base_url: str,
         clock: Callable[[], datetime] = utcnow,
         notifier: Notifier | None = None,
+        pipelines: PipelineStore | None = None,
+        orbs_dir: Path | None = None,
+        fleet: Fleet | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
+        self.blobs = blobs  # artifacts, caches, workspaces (core/blobkeys.py); None: none kept
         self.logs = logs
         self.source = source
         self.dispatcher = dispatcher
@@ -132,6 +157,11 @@ class Circlet:
         self._generation_lock = threading.Lock()
         self._project_of_build: dict[int, int] = {}
         self.journal = ActionJournal(store)
+        # pipelines and workflows (pipelines.py); None: configs with workflows cannot run
+        self.workflows = Workflows(self, pipelines, orbs_dir=orbs_dir) if pipelines is not None else None
+        self.fleet = fleet  # the workers of the celery executor (fleet.py); None: no workers
+        if fleet is not None:
+            fleet.bind(self)
 
     # ------------------------------------------------------------ lifecycle of the service
 
@@ -139,12 +169,20 @@ class Circlet:
         """Start running builds: recover what a previous process left, then dispatch."""
         self.dispatcher.start(self)
         self.recover()
+        if self.workflows is not None:
+            self.workflows.start()
         if self.notifier is not None:
             self.notifier.start(self.view_of)
+        if self.fleet is not None:
+            self.fleet.start()
 
     def stop(self) -> None:
         """Stop running builds (they end infrastructure_fail, saying why) and flush. Idempotent."""
         self._stopping = True
+        if self.workflows is not None:
+            self.workflows.stop()
+        if self.fleet is not None:
+            self.fleet.stop()
         self.dispatcher.stop()
         self.journal.close()
         if self.notifier is not None:
@@ -159,6 +197,8 @@ class Circlet:
         now = self.clock()
         ended: list[Build] = []
         for build in self.store.builds_in((Lifecycle.RUNNING, Lifecycle.SCHEDULED)):
+            if self.fleet is not None and self.fleet.adopts(build):
+                continue  # it runs on a worker that outlived us; the fleet watches its heartbeats
             with self._lock:
                 for action in self.store.list_actions(build.id or 0):
                     if action.status is ActionStatus.RUNNING:
@@ -190,6 +230,8 @@ class Circlet:
         for build in self.store.builds_in((Lifecycle.NOT_RUNNING, Lifecycle.QUEUED)):
             if build.outcome is None:
                 self._dispatch(build)
+        if self.workflows is not None:
+            self.workflows.recover()  # after the builds: jobs follow what became of them
         return ended
 
     # ------------------------------------------------------------ projects, users, tokens
@@ -337,6 +379,15 @@ class Circlet:
         self._tokens.clear()
         return self.store.revoke_token(token_id)
 
+    def token_by_hash(self, token_hash: str) -> Token | None:
+        """The live token stored under this hash (web sessions keep the hash, never the
+        secret); None when it is unknown or revoked. Not cached: callers cache briefly."""
+        return self.store.find_token(token_hash)
+
+    def project_tokens(self, project: Project) -> list[Token]:
+        """The project's tokens that are not revoked, oldest first (their hashes, never secrets)."""
+        return [t for t in self.store.list_tokens() if t.project_id == project.id and not t.revoked]
+
     # ------------------------------------------------------------ triggering
 
     def trigger(
@@ -369,6 +420,8 @@ class Circlet:
             raise InvalidRequest("Cannot specify both revision and tag")
         if parallel is not None and parallel < 1:
             raise InvalidRequest("parallel must be a positive integer")
+        if parallel is not None and parallel > MAX_PARALLEL:
+            raise InvalidRequest(f"parallel must be at most {MAX_PARALLEL}")
         for name in build_parameters or {}:
             if not env_mod.is_env_name(name):
                 raise InvalidRequest(
@@ -390,14 +443,9 @@ class Circlet:
         job_name = job or _param_job(build_parameters) or DEFAULT_JOB
         messages: list[Message] = []
         plan: JobPlan | None = None
-        if config_text is None:
-            messages.append(
-                Message(
-                    type="error",
-                    message=f"No {CONFIG_PATH} found at {sha[:12]}: add one to tell circlet what to run.",
-                    reason="config",
-                )
-            )
+        if config_text is None:  # circle.yml (1.0) or inference alone (config.md 1, 12)
+            plan, more, config_text = self._plan_without_config(project, sha, job_name, branch, tag)
+            messages.extend(more)
         else:
             try:
                 config = config_mod.load_config(config_text, filename=CONFIG_PATH)
@@ -408,6 +456,8 @@ class Circlet:
                 plan = config_mod.plan_job(config, job_name)
             except ConfigError as exc:
                 messages.extend(Message(type="error", message=str(p), reason="config") for p in exc.problems)
+        if plan is not None and parallel is not None:  # the trigger's `parallel` wins (seed)
+            plan = replace(plan, parallelism=parallel)
         now = self.clock()
         build = self.store.create_build(
             Build(
@@ -433,7 +483,11 @@ class Circlet:
                 else None,
                 ssh_enabled=ssh,
                 no_dependency_cache=no_cache,
-                extra={"requested_job": job} if job else {},
+                extra={
+                    **({"requested_job": job} if job else {}),
+                    **({"parallel": parallel} if parallel is not None else {}),
+                    **({"plan": plan.to_dict()} if plan is not None and plan.config_version == "1.0" else {}),
+                },
             )
         )
         self._touch(build.project_id)
@@ -465,17 +519,33 @@ class Circlet:
         revision: str | None = None,
         tag: str | None = None,
         user_id: int | None = None,
+        parameters: dict[str, Any] | None = None,
+        why: Why = Why.API,
+        workflow: str | None = None,
     ) -> Build | None:
-        """Build the project as a push would (the seed's "Trigger a new Build by Project").
+        """Build the project as a push would (the seed's "Trigger a new Build by Project"): a
+        pipeline running every workflow of the config (pipelines.py, docs/workflows.md).
 
         `tag` excludes `branch` and `revision`; a revision alone is labelled with the default
-        branch. A config without workflows runs its `build` job (config.md 5.2). Workflows are
-        run by the pipelines issue; until then such a config gets a finished build that says so.
+        branch. `parameters` are 2.1 pipeline parameters (the compiler checks them). `why`
+        Why.PUSH (= GITHUB) or BITBUCKET marks a push: a head commit asking `[ci skip]` then
+        records one build that did not run (config.md 6). A 2.0 config without workflows runs
+        its `build` job (config.md 5.2). Returns the first build made, None when no job matched
+        the branch or tag. InvalidRequest/UnknownRevision when it cannot be built at all; a
+        broken config makes a finished failed build saying what is wrong. `workflow` (with
+        why=Why.SCHEDULE, scheduler.py) runs that scheduled workflow alone (config.md 5.6).
         """
         if tag and (branch or revision):
             raise InvalidRequest("Cannot specify tag together with branch or revision")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidRequest("parameters must be a JSON object")
         if tag is None and branch is None:
             branch = project.default_branch
+        if self.workflows is not None:
+            return self.workflows.trigger(
+                project, branch=branch, tag=tag, revision=revision, parameters=parameters, why=why,
+                user_id=user_id, workflow=workflow,
+            )
         try:
             return self.trigger(project, branch=branch, tag=tag, revision=revision, user_id=user_id)
         except JobNotRunnable:
@@ -486,9 +556,14 @@ class Circlet:
             tag=tag,
             revision=revision,
             user_id=user_id,
-            message="This config runs workflows (or is version 2.1), which circlet cannot run yet: "
-            "its jobs can be triggered one at a time with build_parameters.CIRCLE_JOB on a 2.0 config.",
+            message="This config runs workflows (or is version 2.1), which this circlet has no pipeline "
+            "store to run: its jobs can be triggered one at a time with build_parameters.CIRCLE_JOB.",
         )
+
+    def workflow_graph(self, build: Build) -> WorkflowGraph | None:
+        """The workflow a build ran in, with every job's type, requirements, state and build
+        number (None for approvals and jobs never run); None for a build outside workflows."""
+        return self.workflows.graph_of_build(build) if self.workflows is not None else None
 
     def _unrunnable(
         self,
@@ -526,6 +601,41 @@ class Circlet:
         self._notify(build.id or 0)
         return build
 
+    def refs(self, project: Project) -> dict[str, str]:
+        """Fetch the project's repository; its branches and tags (`refs/heads/x` -> commit).
+        Blocking; InvalidRequest when it cannot be fetched. The branch poller calls this."""
+        try:
+            self.source.sync(project)
+        except RepositoryError as exc:
+            raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
+        return self.source.refs(project)
+
+    def _plan_without_config(
+        self, project: Project, sha: str, job_name: str, branch: str | None, tag: str | None
+    ) -> tuple[JobPlan | None, list[Message], str | None]:
+        """A commit without .circleci/config.yml: its circle.yml (1.0) or inference alone
+        (config.md 1, 12): (plan or None when circle.yml is broken, messages, circle.yml text)."""
+        if job_name != DEFAULT_JOB:
+            raise JobNotRunnable(NO_SUCH_JOB.format(job=job_name))
+        entries = self.source.list_root(project, sha)
+        texts = {name: self.source.read_file(project, sha, name) for name in infer.files_to_read(entries)}
+        circle_yml = None
+        if circleyml.PATH in entries:
+            circle_yml = self.source.read_file(project, sha, circleyml.PATH)
+        try:
+            if circle_yml is not None:
+                result = circleyml.plan_circle_yml(
+                    circle_yml, entries, texts, reponame=project.reponame, branch=branch, tag=tag
+                )
+            else:
+                result = infer.infer_plan(entries, texts, reponame=project.reponame, job_name=job_name)
+        except ConfigError as exc:
+            errors = [Message(type="error", message=str(p), reason="config") for p in exc.problems]
+            return None, errors, circle_yml
+        notes = (*result.inferred.notes, *((result.message,) if result.message else ()))
+        warnings = [Message(type="warning", message=n, reason="inference") for n in notes]
+        return result.plan, warnings, circle_yml
+
     def add_ssh_user(self, project: Project, build_num: int, login: str) -> Build:
         """Let `login` SSH into the build's containers (recorded; the SSH server is another issue)."""
         with self._lock:
@@ -548,13 +658,18 @@ class Circlet:
         """A new build of the same revision, branch, tag, parameters and job (`retry_of` set).
         With ssh, the caller may SSH into it (`ssh_users`)."""
         old = self.get_build(project, build_num)
+        if self.workflows is not None and old.extra.get("pipeline_id"):  # of a pipeline: pipelines.py
+            why = Why.SSH if ssh else Why.RETRY
+            new = self.workflows.retry_job(project, old, why=why, user_id=user_id, ssh=ssh, no_cache=no_cache)
+            user = self.store.get_user(user_id) if ssh and user_id else None
+            return self.add_ssh_user(project, new.build_num, user.login) if user else new
         new = self.trigger(
             project,
             branch=old.branch,
             tag=old.vcs_tag,
             pin=old.vcs_revision,
             build_parameters=old.build_parameters,
-            parallel=old.parallel,
+            parallel=old.extra.get("parallel"),
             job=old.extra.get("requested_job"),
             why=Why.SSH if ssh else Why.RETRY,
             user_id=user_id,
@@ -580,6 +695,8 @@ class Circlet:
             self.store.save_build(build)
             self._touch(build.project_id)
         self.dispatcher.cancel(build.id or 0)
+        if self.workflows is not None:
+            self.workflows.build_changed(build.id or 0)
         log.info("event=build_canceled project=%s build_num=%s", project.slug, build_num)
         return self.store.get_build_by_id(build.id or 0) or build
 
@@ -587,10 +704,14 @@ class Circlet:
         project = project or self.store.get_project_by_id(build.project_id)
         if project is None:
             return
-        if plan is None:
+        if plan is None and "plan" in build.extra:  # a 1.0 plan, kept whole (circle.yml, inference)
+            plan = JobPlan.from_dict(build.extra["plan"])
+        elif plan is None:
             try:
                 config = config_mod.load_config(build.config_text or "", filename=CONFIG_PATH)
                 plan = config_mod.plan_job(config, build.job_name or DEFAULT_JOB)
+                if build.extra.get("parallel"):
+                    plan = replace(plan, parallelism=int(build.extra["parallel"]))
             except ConfigError as exc:
                 self.build_finished(
                     build.id or 0,
@@ -612,9 +733,22 @@ class Circlet:
         )
         environment = env_mod.job_environment(
             build_parameters=build.build_parameters,
-            project_variables={v.name: v.value for v in self.settings.list_env_vars(project.id or 0)},
+            project_variables={
+                v.name: v.value
+                for v in self.settings.list_env_vars(project.id or 0)
+                if v.name != PUSH_SECRET_VAR  # docs/push-triggers.md: never exported to builds
+            },
             builtins=builtins,
         )
+        workflow_id: str | None = None
+        upstream: tuple[int, ...] = ()
+        if self.workflows is not None and build.extra.get("workflows"):  # contexts, workflow ids
+            found = self.workflows.jobs.run_context(build, environment, builtins)
+            if isinstance(found, Message):
+                self.build_finished(build.id or 0, Outcome.FAILED, self.clock(), (found,))
+                return
+            environment, workflow_id = found.environment, found.workflow_id
+            upstream = found.upstream_build_ids
         timings = self._timings(build)
         self.dispatcher.submit(
             RunRequest(
@@ -628,6 +762,8 @@ class Circlet:
                 plan=plan,
                 environment=environment,
                 parallelism=plan.parallelism,
+                workflow_id=workflow_id,
+                upstream_build_ids=upstream,
             )
         )
 
@@ -664,6 +800,10 @@ class Circlet:
         if build is None:
             raise NotFound("Build not found")
         return build
+
+    def build_by_id(self, build_id: int) -> Build | None:
+        """The build with this id as stored now (fresh: no cache); None when it is gone."""
+        return self.store.get_build_by_id(build_id)
 
     def status_of(self, build: Build) -> str:
         """The v1.1 status; for a build that finished through build_finished, the one decided
@@ -884,6 +1024,7 @@ class Circlet:
                     last_success=self._brief(success[0]) if success else None,
                     last_non_success=self._brief(non_success[0]) if non_success else None,
                     pusher_logins=tuple(logins),
+                    latest_workflows=self.workflows.latest(builds) if self.workflows is not None else (),
                 )
             )
         return overviews
@@ -917,8 +1058,9 @@ class Circlet:
         return self.store.get_project_by_id(project.id or 0) or changed
 
     def clear_build_cache(self, project: Project) -> None:
-        """Forget the project's dependency caches. circlet keeps none yet: nothing to do."""
-        log.info("event=build_cache_cleared project=%s", project.slug)
+        """Forget the project's dependency caches (save_cache): the next builds start cold."""
+        removed = self.blobs.delete_prefix(caches_prefix(project.id or 0)) if self.blobs is not None else 0
+        log.info("event=build_cache_cleared project=%s blobs=%s", project.slug, removed)
 
     def set_heroku_key(self, user: User, apikey: str) -> None:
         """Accepted for compatibility (POST /user/heroku-key); circlet deploys nothing to Heroku,
@@ -1071,11 +1213,15 @@ class Circlet:
             self.store.save_build(replace(build, lifecycle=Lifecycle.QUEUED, queued_at=at))
             self._touch(build.project_id)
 
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+    def build_started(self, build_id: int, at: datetime, worker: str, node: int | None = None) -> bool:
+        if node is not None:
+            return self._container_started(build_id, at, worker, node)
         with self._lock:
             build = self.store.get_build_by_id(build_id)
             if build is None or build.outcome is not None or build.finished:
                 return False
+            if build.lifecycle is Lifecycle.RUNNING:
+                return False  # a redelivered message: the build already runs elsewhere, never twice
             self.store.save_build(
                 replace(
                     build,
@@ -1112,8 +1258,18 @@ class Circlet:
         return self.store.test_results(build.id or 0)
 
     def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+        self,
+        build_id: int,
+        outcome: Outcome,
+        at: datetime,
+        messages: tuple[Message, ...] = (),
+        node: int | None = None,
     ) -> None:
+        if node is not None:
+            last = self._container_finished(build_id, node, outcome, messages)
+            if last is None:
+                return  # other containers still run (or it was a resend)
+            outcome, messages = last, ()
         self.journal.flush(build_id)
         with self._lock:
             build = self.store.get_build_by_id(build_id)
@@ -1148,6 +1304,76 @@ class Circlet:
             self._touch(done.project_id)
         log.info("event=build_finished build_id=%s outcome=%s", build_id, final)
         self._notify(build_id)
+        if self.workflows is not None:
+            self.workflows.build_changed(build_id)  # start what waited for it
+
+    # ------------------------------------------------------------ workers (celery executor)
+
+    def _container_started(self, build_id: int, at: datetime, worker: str, node: int) -> bool:
+        """build_started of one container (core/workers.py start_container). A container refused
+        because a user canceled the running build counts as finished canceled, so the build
+        still ends when its last container does."""
+        with self._lock:
+            build = self.store.get_build_by_id(build_id)
+            started = start_container(build, node, worker, at) if build is not None else None
+            if started is not None:
+                self.store.save_build(started)
+                self._touch(started.project_id)
+                self._project_of_build[build_id] = started.project_id
+        if started is None:
+            canceled = build is not None and build.outcome is Outcome.CANCELED
+            if canceled and build is not None and build.lifecycle is Lifecycle.RUNNING and (
+                node not in containers_of(build)
+            ):
+                self.build_finished(build_id, Outcome.CANCELED, at, (), node=node)
+            return False
+        log.info("event=container_started build_id=%s node=%s worker=%s", build_id, node, worker)
+        return True
+
+    def _container_finished(
+        self, build_id: int, node: int, outcome: Outcome, messages: tuple[Message, ...]
+    ) -> Outcome | None:
+        """Record one container's end; the build's outcome when it was the last one."""
+        with self._lock:
+            build = self.store.get_build_by_id(build_id)
+            if build is None:
+                return None
+            saved, final = finish_container(build, node, outcome, messages)
+            if saved is not None:
+                self.store.save_build(saved)
+                self._touch(saved.project_id)
+        log.info("event=container_finished build_id=%s node=%s outcome=%s", build_id, node, outcome)
+        return final
+
+    def add_build_message(self, build_id: int, message: Message) -> None:
+        """Append a message to a build (once: a message it already has is not repeated)."""
+        with self._lock:
+            build = self.store.get_build_by_id(build_id)
+            if build is None or message in build.messages:
+                return
+            self.store.save_build(replace(build, messages=(*build.messages, message)))
+            self._touch(build.project_id)
+
+    def remove_build_message(self, build_id: int, message: Message) -> None:
+        """Drop a message from a build (a waiting build's note that no worker serves its class)."""
+        with self._lock:
+            build = self.store.get_build_by_id(build_id)
+            if build is None or message not in build.messages:
+                return
+            kept = tuple(m for m in build.messages if m != message)
+            self.store.save_build(replace(build, messages=kept))
+            self._touch(build.project_id)
+
+    def worker_heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
+        """Record a worker's heartbeat; the reply lists the builds it must stop (fleet.py).
+        InvalidRequest when this server has no fleet."""
+        if self.fleet is None:
+            raise InvalidRequest("this server runs no workers (CIRCLET_EXECUTOR is not celery)")
+        return self.fleet.heartbeat(info)
+
+    def list_workers(self) -> list[Worker]:
+        """The workers this server knows, alive or not, by name."""
+        return self.fleet.list_workers() if self.fleet is not None else []
 
     # ------------------------------------------------------------ notification webhooks
 

@@ -17,6 +17,9 @@ from typing import Any
 PREFIX = "CIRCLET_"
 
 
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")  # the celery executor's brokers
+
+
 class SettingsError(ValueError):
     """A setting has a value circlet cannot use."""
 
@@ -42,6 +45,15 @@ class Settings:
     keep_workspaces: bool = False
     kill_grace: float = 3.0  # seconds between TERM and KILL on timeouts
     log_level: str = "info"
+    blob_dir: Path | None = None  # artifacts, caches, workspace layers; default <data dir>/blobs
+    worker_token: str = ""  # shared by the server and its workers (runner gateway); "" = gateway off
+    sandbox: str = ""  # bwrap | none; "" = bwrap for `circlet worker`, none for the local executor
+    worker_lost_after: float = 30.0  # seconds without a heartbeat before a worker is lost (docs/workers.md)
+    worker_heartbeat: float = 0.5  # seconds between a worker's heartbeats (cancel reaches it this fast)
+    poll_interval: float = 0.0  # seconds between polls of every project; 0 = off (docs/push-triggers.md)
+    push_secret: str = ""  # push webhooks' secret for projects without CIRCLET_PUSH_SECRET; "" = none
+    resubmit_after: float = 30.0  # seconds before a waiting build's broker message is sent again
+    scheduler: bool = True  # `serve` runs scheduled workflows at their minutes (docs/schedules.md)
 
     @property
     def effective_database_url(self) -> str:
@@ -69,6 +81,11 @@ class Settings:
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Where the filesystem blob store keeps artifacts, caches and workspaces."""
+        return self.blob_dir or self.data_dir / "blobs"
 
     def secret_key(self) -> bytes:
         """The server's signing secret, made on first use and kept in the data folder."""
@@ -137,9 +154,18 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError(f"{PREFIX}EXECUTOR must be local or celery, not {settings.executor!r}")
     if settings.runner not in ("process", "thread"):
         raise SettingsError(f"{PREFIX}RUNNER must be process or thread, not {settings.runner!r}")
+    if settings.sandbox not in ("", "bwrap", "none"):
+        raise SettingsError(f"{PREFIX}SANDBOX must be bwrap or none, not {settings.sandbox!r}")
     if settings.executor == "celery" and settings.effective_database_url.startswith("sqlite"):
         raise SettingsError(
             "the celery executor needs a database every machine can reach: "
             "set CIRCLET_DATABASE_URL=postgresql://..."
         )
+    if settings.executor == "celery":  # docs/workers.md
+        if not settings.worker_token:
+            raise SettingsError("the celery executor needs CIRCLET_WORKER_TOKEN, the secret of its workers")
+        if settings.broker_url.split("://", 1)[0] not in BROKER_SCHEMES:
+            raise SettingsError(
+                f"{PREFIX}BROKER_URL must be a redis:// or amqp:// URL, not {settings.broker_url.split('://')[0]!r}"
+            )
     return settings

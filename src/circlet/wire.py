@@ -215,7 +215,7 @@ def build_summary(view: BuildView, links: Links) -> dict[str, Any]:
             for m in b.messages
         ],
         "circle_yml": {"string": b.config_text} if b.config_text is not None else None,
-        "context_ids": [],
+        "context_ids": list(b.extra.get("context_ids") or []),  # contexts of a workflow job
         "oss": p.oss,
         "is_first_green_build": False,
         "no_dependency_cache": b.no_dependency_cache,
@@ -392,8 +392,11 @@ def branch_json(branch: BranchOverview) -> dict[str, Any]:
         "pusher_logins": list(branch.pusher_logins),
         "running_builds": [brief_json(b) for b in branch.running],
         "recent_builds": [brief_json(b) for b in branch.recent],
-        "is_using_workflows": False,
-        "latest_workflows": {},
+        "is_using_workflows": any(b.build.extra.get("workflows") is not None for b in branch.recent),
+        "latest_workflows": {
+            branch_key(w.name): {"status": w.status.value, "created_at": iso(w.created_at), "id": w.id}
+            for w in branch.latest_workflows
+        },
     }
     if branch.last_success is not None:
         data["last_success"] = brief_json(branch.last_success)

@@ -660,3 +660,37 @@ def test_fake_refuses_what_git_could_not_store(build: object) -> None:
     fake.add_repo(URL)
     with pytest.raises(ValueError):
         build(fake)  # type: ignore[operator]
+
+
+# ------------------------------------------------------------------ list_root and refs (inference, poller)
+
+
+@pytest.mark.parametrize(
+    ("at", "names"),
+    [
+        pytest.param("first", (".circleci/", "src/"), id="first"),
+        pytest.param("second", (".circleci/", "README.md", "src/"), id="second"),
+        pytest.param("feature", (".circleci/", "README.md", "feature.txt"), id="feature-dropped-src"),
+    ],
+)
+def test_list_root(world: World, at: str, names: tuple[str, ...]) -> None:
+    assert world.host.list_root(world.project, shas(world)[at]) == names
+
+
+def test_list_root_of_an_unknown_commit(world: World) -> None:
+    with pytest.raises(UnknownRevision):
+        world.host.list_root(world.project, "0" * 40)
+
+
+def test_refs_as_of_the_last_sync(world: World) -> None:
+    expected = {
+        "refs/heads/main": world.second,
+        "refs/heads/feature/x": world.feature,
+        "refs/tags/v1": world.first,  # the annotated tag, peeled to its commit
+    }
+    assert world.host.refs(world.project) == expected
+    newer = world.origin.commit({"n.txt": "n\n"}, "Newer")
+    world.origin.delete_branch("feature/x")
+    assert world.host.refs(world.project) == expected  # not synced yet
+    world.host.sync(world.project)
+    assert world.host.refs(world.project) == {"refs/heads/main": newer, "refs/tags/v1": world.first}

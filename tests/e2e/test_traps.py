@@ -423,10 +423,6 @@ def test_10_output_url_is_absolute_and_needs_no_credentials(world: World) -> Non
     assert (forged.status, forged.json()) == (404, NOT_FOUND)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="artifacts are not kept yet (store_artifacts is a later issue): every build lists none",
-)
 def test_10_artifact_urls_are_absolute_and_take_any_of_the_three_auth_forms(world: World) -> None:
     commit_files(
         world.repo,
@@ -507,10 +503,6 @@ def test_13_build_answers_exactly_status_200_body_build_created(world: World) ->
     assert world.post_json(P + "/build", {"tag": "v1", "branch": "main"}).status == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows are a later issue: /build runs only the `build` job, not every job of every workflow",
-)
 def test_13_build_runs_every_job_of_the_workflows_as_a_push_would(world: World, tmp_path: Path) -> None:
     repo = tmp_path / "flow"
     make_repo(

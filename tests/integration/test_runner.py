@@ -553,30 +553,17 @@ def test_workspace_failure_is_an_infrastructure_fail(reporter: RecordingReporter
     assert "Could not create the workspace" in reporter.finished_builds[0][3][0].message
 
 
-def test_recorded_kinds_and_noop(reporter: RecordingReporter, workspaces: Path) -> None:
+def test_blob_steps_fail_without_a_blob_store_and_noop_succeeds(
+    reporter: RecordingReporter, workspaces: Path
+) -> None:
+    # The real blob steps are tested in test_artifacts.py, test_cache.py and test_workspace.py.
     req = request(
-        PlannedStep(
-            kind=StepKind.STORE_ARTIFACTS,
-            name="Uploading artifacts",
-            args={"path": "out", "destination": "d"},
-        ),
-        PlannedStep(kind=StepKind.SAVE_CACHE, name="Saving Cache", args={"key": "k1", "paths": ["a", "b"]}),
-        PlannedStep(kind=StepKind.RESTORE_CACHE, name="Restoring Cache", args={"keys": ["k1", "k"]}),
-        PlannedStep(
-            kind=StepKind.PERSIST_TO_WORKSPACE,
-            name="Persisting to Workspace",
-            args={"root": ".", "paths": ["x"]},
-        ),
-        PlannedStep(kind=StepKind.ATTACH_WORKSPACE, name="Attaching Workspace", args={"at": "/tmp/ws"}),
         PlannedStep(kind=StepKind.NOOP, name="Setup a remote Docker engine"),
+        PlannedStep(kind=StepKind.SAVE_CACHE, name="Saving Cache", args={"key": "k1", "paths": ["a"]}),
     )
-    assert execute(reporter, workspaces, req) is Outcome.SUCCESS
-    assert reporter.log(101) == "Recorded artifacts path out with destination d (uploading comes later)\n"
-    assert reporter.log(102) == "Recorded cache key k1 for paths a, b (saving comes later)\n"
-    assert reporter.log(103) == "Recorded cache keys k1, k (restoring comes later)\n"
-    assert "Recorded workspace root . with paths x" in reporter.log(104)
-    assert "Recorded workspace attach point /tmp/ws" in reporter.log(105)
-    assert reporter.log(106) == 'Nothing to do on circlet for "Setup a remote Docker engine"\n'
+    assert execute(reporter, workspaces, req) is Outcome.FAILED
+    assert reporter.log(101) == 'Nothing to do on circlet for "Setup a remote Docker engine"\n'
+    assert reporter.log(102) == "Caches cannot be saved here: this runner has no blob store\n"
 
 
 # ------------------------------------------------------------------ parallelism

@@ -100,6 +100,7 @@ def request(**changes: Any) -> RunRequest:
         pytest.param(request(plan=HANDMADE_PLAN, parallelism=1), id="handmade-plan"),
         pytest.param(request(branch=None, tag="v1.2.3"), id="tag-no-branch"),
         pytest.param(request(environment={}), id="empty-environment"),
+        pytest.param(request(workflow_id="wf-1", upstream_build_ids=(3, 1, 2)), id="workflow-and-upstreams"),
         pytest.param(
             request(
                 project=Project(id=None, vcs_type=VcsType.GITHUB, username="u", reponame="r", repo_url="x")

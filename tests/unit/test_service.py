@@ -30,6 +30,7 @@ from circlet.core.model import (
     VcsType,
     Why,
 )
+from circlet.core.plan import JobPlan
 from circlet.core.ports import BuildQuery, RunRequest
 from circlet.journal import ActionJournal
 from circlet.service import Circlet
@@ -236,7 +237,7 @@ def test_build_fields(env: Env) -> None:
     assert build.why is Why.API
     assert build.user_id == ada.id
     assert build.build_parameters == params  # echoed as received, not as environment text
-    assert build.parallel == 2  # from the config: a 2.0 job ignores `parallel`
+    assert build.parallel == 5  # the trigger's `parallel` overrides the job's parallelism: 2
     assert build.lifecycle is Lifecycle.NOT_RUNNING
     assert build.outcome is None
     assert build.usage_queued_at == T0
@@ -432,20 +433,31 @@ def test_version_2_1_is_refused_with_the_spec_text(env: Env) -> None:
 # ------------------------------------------------------------------ trigger: configs that cannot run
 
 
-def test_missing_config_makes_a_failed_build(env: Env) -> None:
+def test_missing_config_infers_the_steps(env: Env) -> None:
+    # Nothing to infer from (README.md only): the plan checks out and ends no_tests (config.md 12.2).
     sha = env.commit_config(None, branch="bare")
     build = env.svc.trigger(env.project, branch="bare")
-    assert build == env.build(1)
-    assert (build.lifecycle, build.outcome) == (Lifecycle.FINISHED, Outcome.FAILED)
-    assert (build.start_time, build.stop_time) == (T0, T0)
+    assert build.lifecycle is Lifecycle.NOT_RUNNING
     assert build.config_text is None
-    assert len(build.messages) == 1
-    message = build.messages[0]
-    assert message.type == "error"
-    assert ".circleci/config.yml" in message.message
-    assert sha[:12] in message.message
-    assert env.svc.status_of(build) == "failed"
-    assert env.dispatcher.submitted == []
+    plan = env.request(build).plan
+    assert plan.config_version == "1.0"
+    assert [(s.name, s.type, s.source) for s in plan.steps] == [("Checkout code", "checkout", "template")]
+    assert [m.type for m in build.messages] == ["warning"]
+    assert "package.json" in build.messages[0].message
+    assert JobPlan.from_dict(build.extra["plan"]) == plan  # kept whole: a restart requeues it as is
+    assert sha == build.vcs_revision
+
+
+def test_a_restart_requeues_inferred_plans_and_parallel_overrides(env: Env) -> None:
+    env.commit_config(None, branch="bare")
+    inferred = env.svc.trigger(env.project, branch="bare")
+    wide = env.svc.trigger(env.project, parallel=5)
+    first = {r.build_id: (r.plan, r.parallelism) for r in env.dispatcher.submitted}
+    env.dispatcher.submitted.clear()
+    env.svc.recover()  # both still wait: a new server dispatches them again from the store
+    again = {r.build_id: (r.plan, r.parallelism) for r in env.dispatcher.submitted}
+    assert again == first
+    assert again[wide.id or 0][1] == 5 and again[inferred.id or 0][0].config_version == "1.0"
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ def test_defaults_live_in_the_xdg_data_folder(
     assert settings.logs_dir == tmp_path / "xdg" / "circlet" / "logs"
     assert settings.mirrors_dir == tmp_path / "xdg" / "circlet" / "mirrors"
     assert settings.workspaces_dir == tmp_path / "xdg" / "circlet" / "workspaces"
+    assert settings.blob_dir is None and settings.blobs_dir == tmp_path / "xdg" / "circlet" / "blobs"
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.effective_base_url == "http://127.0.0.1:8080"
     assert (settings.executor, settings.runner) == ("local", "process")
@@ -152,6 +153,18 @@ def test_circlet_config_naming_a_missing_file_is_an_error(data: Path, tmp_path: 
             "CIRCLET_DATABASE_URL=postgresql",
             id="celery-with-explicit-sqlite",
         ),
+        pytest.param(
+            "",
+            {"executor": "celery", "database_url": "postgresql://u@h/db"},
+            "needs CIRCLET_WORKER_TOKEN",
+            id="celery-without-worker-token",
+        ),
+        pytest.param(
+            "",
+            {"executor": "celery", "database_url": "postgresql://u@h/db", "worker_token": "t", "broker_url": "sqs://q"},
+            "CIRCLET_BROKER_URL must be a redis:// or amqp:// URL, not 'sqs'",
+            id="celery-with-unknown-broker",
+        ),
     ],
 )
 def test_errors(data: Path, toml: str, variables: dict[str, str], message: str) -> None:
@@ -169,8 +182,11 @@ def test_bad_toml_error_names_the_file_given_by_circlet_config(data: Path, tmp_p
 
 
 def test_celery_with_postgres_is_accepted(data: Path) -> None:
-    settings = load_settings(env_for(data, executor="celery", database_url="postgresql://u@h/db"))
+    settings = load_settings(
+        env_for(data, executor="celery", database_url="postgresql://u@h/db", worker_token="t")
+    )
     assert settings.executor == "celery"
+    assert settings.worker_lost_after == 30.0  # docs/workers.md
 
 
 # ------------------------------------------------------------------ conversions
@@ -197,6 +213,7 @@ def test_celery_with_postgres_is_accepted(data: Path) -> None:
         pytest.param("env", "orbs_dir", "~/orbs", "HOME/orbs", id="path-tilde-env"),
         pytest.param("toml", "orbs_dir", '"~/orbs"', "HOME/orbs", id="path-tilde-toml"),
         pytest.param("env", "orbs_dir", "", None, id="path-empty-is-none"),
+        pytest.param("env", "blob_dir", "~/blobs", "HOME/blobs", id="blob-dir-env"),
         pytest.param("env", "log_level", "debug", "debug", id="str"),
     ],
 )

@@ -82,11 +82,13 @@ class Why(StrEnum):
     SSH = "ssh"  # a retry with SSH
     AUTO_RETRY = "auto-retry"  # circlet retried it after an infrastructure failure
     GITHUB = "github"  # a push to a GitHub project
+    PUSH = "github"  # alias of GITHUB for push entry points; the build records its project's forge
     BITBUCKET = "bitbucket"  # a push to a Bitbucket project
     EDIT = "edit"  # a settings change
     FIRST_BUILD = "first-build"  # following a project
     TRIGGER = "trigger"  # the web page's button
     LOCAL = "local"  # `circlet build` on a developer's checkout
+    SCHEDULE = "scheduled_pipeline"  # a scheduled workflow's run (docs/schedules.md)
 
 
 class Scope(StrEnum):

@@ -68,6 +68,7 @@ class JobPlan:
     executor_kind: str = "docker"
     image: str | None = None
     resource_class: str = "medium"
+    config_version: str = "2.0"  # "1.0": circle.yml or inferred (config.md 12; no_tests applies)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

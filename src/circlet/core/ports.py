@@ -355,6 +355,16 @@ class SourceHost(Protocol):
         """Put a working copy of `sha` at `dest` (config.md 3.3). RepositoryError on failure."""
         ...
 
+    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
+        """The names at the root of `sha`'s tree, sorted; directories end with "/" (inference
+        reads them, config.md 12.2). UnknownRevision when the mirror has no such commit."""
+        ...
+
+    def refs(self, project: Project) -> dict[str, str]:
+        """The mirror's branches and tags as of the last sync: full ref name
+        (`refs/heads/main`, `refs/tags/v1`) -> the commit it points at (tags peeled)."""
+        ...
+
 
 class CheckoutSource(Protocol):
     """The part of a SourceHost a runner needs: put a revision in a directory."""
@@ -396,8 +406,10 @@ class RunReporter(Protocol):
         """The build got a slot and waits for a runner."""
         ...
 
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
-        """The runner starts; False means the build was canceled meanwhile: do not run it."""
+    def build_started(self, build_id: int, at: datetime, worker: str, node: int | None = None) -> bool:
+        """The runner starts; False means the build was canceled meanwhile: do not run it.
+        `node`: the runner runs only this container (the celery executor runs one task per
+        container, core/workers.py start_container); None: all of them (the local executor)."""
         ...
 
     def action_started(self, build_id: int, action: Action) -> None: ...
@@ -413,8 +425,16 @@ class RunReporter(Protocol):
         ...
 
     def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
-    ) -> None: ...
+        self,
+        build_id: int,
+        outcome: Outcome,
+        at: datetime,
+        messages: tuple[Message, ...] = (),
+        node: int | None = None,
+    ) -> None:
+        """The runner is done. `node`: only that container is (the build finishes when its last
+        container does, with the worst outcome); None: the whole build is."""
+        ...
 
 
 class Dispatcher(Protocol):

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from circlet.core.model import Build, Project, Scope
+from circlet.core.workflow import WorkflowBrief
 
 
 class Role(StrEnum):
@@ -98,6 +99,7 @@ class BranchOverview:
     last_success: BuildBrief | None = None
     last_non_success: BuildBrief | None = None
     pusher_logins: tuple[str, ...] = ()
+    latest_workflows: tuple[WorkflowBrief, ...] = ()  # newest run of each workflow on the branch
 
 
 @dataclass(frozen=True, kw_only=True)

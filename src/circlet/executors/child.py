@@ -113,7 +113,7 @@ class PipeReporter:
     def build_queued(self, build_id: int, at: datetime) -> None:
         return None  # the server's executor reports it
 
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+    def build_started(self, build_id: int, at: datetime, worker: str, node: int | None = None) -> bool:
         self.send(
             {"op": "build_started", "build_id": build_id, "at": protocol.encode_time(at), "worker": worker}
         )
@@ -148,7 +148,12 @@ class PipeReporter:
         )
 
     def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+        self,
+        build_id: int,
+        outcome: Outcome,
+        at: datetime,
+        messages: tuple[Message, ...] = (),
+        node: int | None = None,  # (a whole build here: JobRunner's node is None)
     ) -> None:
         self._release_all()  # (none should be left: every started action has finished)
         self.send(
@@ -167,6 +172,7 @@ def child_main(argv: list[str] | None = None) -> None:
     # up a module from there (the server's directory, or anything a build could write to).
     sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", os.getcwd())]
     from circlet.runner.run import JobRunner
+    from circlet.store.blobs_fs import FileBlobStore
     from circlet.store.logs import FileLogStore
     from circlet.vcs.git import GitSourceHost
 
@@ -177,7 +183,15 @@ def child_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", default="local")
     parser.add_argument("--kill-grace", type=float, default=3.0)
     parser.add_argument("--keep-workspaces", action="store_true")
+    parser.add_argument("--blobs", type=Path, default=None)  # the FileBlobStore's root
+    parser.add_argument("--sandbox", default="")  # CIRCLET_SANDBOX: bwrap, none, or "" (none here)
     args = parser.parse_args(argv)
+    from circlet.runner import sandbox
+
+    try:  # steps under bubblewrap when the operator asked for it (runner/sandbox.py)
+        sandbox.enable(args.sandbox, worker=False, workspace_root=args.workspaces)
+    except sandbox.SandboxError as exc:
+        raise SystemExit(f"circlet-runner: {exc}") from exc
     # The server stops its runners by closing their stdin, never by a terminal's Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # fd 1 is the protocol; anything else that prints (a library, a warning) goes to stderr.
@@ -187,6 +201,7 @@ def child_main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     reporter = PipeReporter(out, FileLogStore(args.logs))
     source = GitSourceHost(args.mirrors)
+    blobs = FileBlobStore(args.blobs) if args.blobs is not None else None
     current: list[JobRunner] = []
     worker: threading.Thread | None = None
 
@@ -217,6 +232,7 @@ def child_main(argv: list[str] | None = None) -> None:
                 keep_workspace=args.keep_workspaces,
                 kill_grace=args.kill_grace,
                 groups_file=Path(groups) if groups else None,
+                blobs=blobs,
             )
             current[:] = [runner]
             worker = threading.Thread(target=run, args=(protocol.decode_request(message["request"]), runner))
@@ -254,7 +270,11 @@ class ProcessRunner:
         worker: str = "local",
         kill_grace: float = 3.0,
         keep_workspaces: bool = False,
+        blobs: Path | None = None,
+        sandbox: str = "",
     ) -> None:
+        """`blobs`: the root of the FileBlobStore the runner keeps artifacts, caches and
+        workspaces in (none: those steps fail). `sandbox`: CIRCLET_SANDBOX (runner/sandbox.py)."""
         self.argv = [
             sys.executable,
             "-m",
@@ -270,6 +290,8 @@ class ProcessRunner:
             "--kill-grace",
             str(kill_grace),
             *(["--keep-workspaces"] if keep_workspaces else []),
+            *(["--blobs", str(blobs)] if blobs is not None else []),
+            *(["--sandbox", sandbox] if sandbox else []),
         ]
         self.groups_dir = groups_dir(workspace_root)
         self._proc: subprocess.Popen[str] | None = None

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from circlet.core.blobs import BlobStore
 from circlet.core.model import Outcome
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
 from circlet.runner.run import JobRunner
@@ -53,7 +54,9 @@ class ThreadRunner:
         keep_workspace: bool = False,
         kill_grace: float = 3.0,
         groups_dir: Path | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs
         self.groups_dir = groups_dir
         self.workspace_root = workspace_root
         self.source = source
@@ -75,6 +78,7 @@ class ThreadRunner:
             worker=self.worker,
             keep_workspace=self.keep_workspace,
             kill_grace=self.kill_grace,
+            blobs=self.blobs,
         )
         try:
             return self._current.run(request)

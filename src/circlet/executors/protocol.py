@@ -60,6 +60,8 @@ def encode_request(request: RunRequest) -> dict[str, Any]:
         "environment": request.environment,
         "parallelism": request.parallelism,
         "timings": request.timings,
+        "workflow_id": request.workflow_id,
+        "upstream_build_ids": list(request.upstream_build_ids),
     }
 
 
@@ -75,6 +77,8 @@ def decode_request(data: dict[str, Any]) -> RunRequest:
         environment=dict(data["environment"]),
         parallelism=data["parallelism"],
         timings=data.get("timings"),
+        workflow_id=data.get("workflow_id"),
+        upstream_build_ids=tuple(data.get("upstream_build_ids") or ()),
     )
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from circlet.core.errors import InvalidRequest, NotFound, PermissionDenied, Unauthenticated
 from circlet.core.model import Build, Project, User
 from circlet.core.projects import Delivery
+from circlet.core.workers import worker_json
 from circlet.http.deps import caller, services
 from circlet.http.responses import json_response
 from circlet.wire import iso
@@ -90,3 +91,12 @@ def webhook_deliveries(request: Request) -> Response:
         raise InvalidRequest("build_num needs project (gh/acme/widget)")
     rows = services(request).circlet.list_deliveries(project=project, build_num=build_num, limit=limit)
     return json_response(request, [delivery_json(*row) for row in rows])
+
+
+@router.get("/admin/workers")
+def workers(request: Request) -> Response:
+    """The celery executor's workers, by name: host, classes, slots, busy, last heartbeat, state."""
+    admin_user(request)
+    circlet = services(request).circlet
+    now = circlet.clock()
+    return json_response(request, [worker_json(w, now) for w in circlet.list_workers()])

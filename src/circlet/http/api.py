@@ -19,6 +19,7 @@ from circlet.core.model import ActionStatus, Build, Lifecycle, Outcome, Project,
 from circlet.core.ports import BuildQuery
 from circlet.core.status import FAILED_FILTER_OUTCOMES
 from circlet.http import schemas
+from circlet.http.artifacts import artifacts_response
 from circlet.http.deps import caller, caller_user, project_access, services
 from circlet.http.responses import cached_json_response_async, json_response
 from circlet.http.schemas import answers, ref
@@ -415,8 +416,20 @@ async def trigger_project(request: Request, vcs_type: str, username: str, repona
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidRequest(f"{name} must be a non-empty string")
         named[name] = value
+    parameters = fields.get("parameters")  # 2.1 pipeline parameters (docs/workflows.md)
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidRequest("parameters must be a JSON object of pipeline parameters")
     svc = services(request)
-    await run_in_threadpool(lambda: svc.circlet.trigger_pipeline(project, user_id=_user_id(token), **named))
+    await run_in_threadpool(
+        lambda: svc.circlet.trigger_pipeline(
+            project,
+            user_id=_user_id(token),
+            parameters=parameters,
+            branch=named["branch"],
+            revision=named["revision"],
+            tag=named["tag"],
+        )
+    )
     return json_response(request, {"status": 200, "body": "Build created"})
 
 
@@ -444,7 +457,7 @@ def tests(request: Request, vcs_type: str, username: str, reponame: str, build_n
 )
 def artifacts(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
     """A build's artifacts (`latest` = the newest build matching ?branch= and ?filter=, default
-    completed). Until store_artifacts keeps files, a build has none."""
+    completed), from the blob store (http/artifacts.py)."""
     project, _ = project_access(request, vcs_type, username, reponame, Scope.VIEW_BUILDS)
     svc = services(request).circlet
     if build_num == "latest":
@@ -457,11 +470,13 @@ def artifacts(request: Request, vcs_type: str, username: str, reponame: str, bui
             outcomes=outcomes,
             limit=1,
         )
-        if not svc.list_builds(query):
+        latest = svc.list_builds(query)
+        if not latest:
             raise NotFound("Build not found")
+        build = latest[0]
     else:
-        svc.get_build(project, _build_num(build_num))
-    return json_response(request, [])
+        build = svc.get_build(project, _build_num(build_num))
+    return artifacts_response(request, project, build)
 
 
 # ---------------------------------------------------------------- step output

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from circlet import __version__
-from circlet.http import admin, api, errors, projects, schemas
+from circlet.http import admin, api, artifacts, errors, hooks, pipelines, projects, schemas, web
 from circlet.http.deps import Services
+from circlet.remote import gateway
 
 _SLASHES = re.compile(r"/{2,}")
 
@@ -92,9 +93,14 @@ def create_app(services: Services, *, on_shutdown: Callable[[], object] | None =
     errors.install(app)
     # projects first: its fixed paths (P/envvar, P/settings, /me) must win over api's P/{build_num}.
     app.include_router(projects.router, prefix="/api/v1.1")
+    app.include_router(pipelines.router, prefix="/api/v1.1")  # workflows, approvals, contexts
     app.include_router(api.router, prefix="/api/v1.1")
+    app.include_router(artifacts.router, prefix="/api/v1.1")  # artifact downloads
     schemas.install(app)
     app.include_router(admin.router, prefix="/api/v1.1")
+    app.include_router(hooks.router, prefix="/api/v1.1")  # push webhooks (docs/push-triggers.md)
+    app.include_router(gateway.router, prefix=gateway.PREFIX)  # workers of the celery executor
+    web.install(app)  # the web page (docs/web.md); after the API so that /api/... wins
     app.add_middleware(CorsAnyOrigin)
     app.add_middleware(NormalizePath)
     return app

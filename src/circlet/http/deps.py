@@ -12,6 +12,7 @@ from circlet.core.errors import NotFound, PermissionDenied, Unauthenticated
 from circlet.core.model import Project, Scope, Token, User
 from circlet.core.permissions import Decision, decide
 from circlet.http.cache import RenderCache
+from circlet.poller import Pushes
 from circlet.service import Circlet
 from circlet.wire import Links
 
@@ -23,6 +24,8 @@ class Services:
     circlet: Circlet
     links: Links
     cache: RenderCache = field(default_factory=RenderCache)
+    pushes: Pushes | None = None  # push webhooks (http/hooks.py); None = refused
+    worker_token: str = ""  # the runner gateway's shared secret (remote/gateway.py); "" = refuse all
 
 
 def services(request: Request) -> Services:

@@ -92,6 +92,7 @@ WHYS = [
     "first-build",
     "trigger",
     "local",
+    "scheduled_pipeline",
 ]
 ACTION_STATUSES = ["running", "success", "failed", "timedout", "canceled", "infrastructure_fail"]
 ACTION_TYPES = [
@@ -604,6 +605,7 @@ PROJECT_BUILD_BODY: dict[str, Any] = {
                             "branch": _NON_EMPTY,
                             "revision": _NON_EMPTY,
                             "tag": _NON_EMPTY,
+                            "parameters": {"type": "object", "description": "2.1 pipeline parameters"},
                         },
                     }
                 )

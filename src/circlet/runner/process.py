@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from circlet.runner import spawn
+from circlet.runner import sandbox, spawn
 from circlet.runner.spawn import SpawnedChild
 
 log = logging.getLogger("circlet.runner.process")
@@ -92,6 +92,9 @@ class StepProcess:
 
         `on_spawn(pgid)` runs first thing after the spawn, before anything else here: recording
         the group then leaves only the moments before the shell has even started unrecorded."""
+        box = sandbox.current()
+        if box is not None:  # bubblewrap around the step (runner/sandbox.py); same group, same pipe
+            args = box.command(args, cwd=str(cwd), env=env)
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):
             fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)

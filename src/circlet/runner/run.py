@@ -20,10 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from circlet.agent import HALT_FILE_ENV
+from circlet.core.blobs import BlobStore
+from circlet.core.infer import halts_on_failure, no_tests
 from circlet.core.model import Action, ActionStatus, Message, Outcome
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
 from circlet.core.status import outcome_from_actions
+from circlet.runner.blobsteps import BLOB_HANDLERS
 from circlet.runner.process import CANCEL_GRACE, KILL_GRACE, record_group
 from circlet.runner.steps import (
     HANDLERS,
@@ -129,17 +132,23 @@ class JobRunner:
         keep_workspace: bool = False,
         kill_grace: float = KILL_GRACE,
         groups_file: Path | None = None,
+        blobs: BlobStore | None = None,
+        node: int | None = None,
     ) -> None:
         """`groups_file`, when given, records every process group started (record_group), so
-        that if this runner dies its steps can still be killed (kill_recorded_groups)."""
+        that if this runner dies its steps can still be killed (kill_recorded_groups).
+        `node`: run only that container of the build (a celery task per container: the reporter
+        is told the node, and only the node's folder is removed); None: every container."""
+        self.node = node
         self.workspace_root = Path(workspace_root)
         self.groups_file = groups_file
+        self.blobs = blobs  # artifacts, caches, workspaces; without one those steps fail
         self.source = source
         self.reporter = reporter
         self.worker = worker
         self.keep_workspace = keep_workspace
         self.kill_grace = kill_grace
-        self.handlers: dict[StepKind, Handler] = dict(HANDLERS)
+        self.handlers: dict[StepKind, Handler] = {**HANDLERS, **BLOB_HANDLERS}
         self._lock = threading.Lock()
         self._canceled = threading.Event()
         self._nodes: list[_Node] = []
@@ -159,7 +168,13 @@ class JobRunner:
     def run(self, request: RunRequest) -> Outcome:
         """Run the build and report it; the outcome is also returned. Blocking."""
         build_id = request.build_id
-        if not self.reporter.build_started(build_id, now(), self.worker):
+        node = self.node
+        started = (
+            self.reporter.build_started(build_id, now(), self.worker)
+            if node is None
+            else self.reporter.build_started(build_id, now(), self.worker, node=node)
+        )
+        if not started:
             log.info("event=build_not_started build_id=%s reason=canceled", build_id)
             return Outcome.CANCELED
         root = build_dir(self.workspace_root, build_id)
@@ -175,13 +190,19 @@ class JobRunner:
             log.exception("event=runner_failed build_id=%s", build_id)
             self._message(f"circlet could not run this build: {type(exc).__name__}: {exc}")
         try:
-            self.reporter.build_finished(build_id, outcome, now(), tuple(self._messages))
+            if node is None:
+                self.reporter.build_finished(build_id, outcome, now(), tuple(self._messages))
+            else:
+                self.reporter.build_finished(build_id, outcome, now(), tuple(self._messages), node=node)
         finally:
             if runtime is not None:
                 remove_tree(runtime)
             if not self.keep_workspace:
-                remove_tree(root)
-        log.info("event=build_finished build_id=%s outcome=%s", build_id, outcome)
+                remove_tree(root if node is None else root / f"node{node}")
+                if node is not None:
+                    with contextlib.suppress(OSError):
+                        root.rmdir()  # the last container here removes the build's folder
+        log.info("event=build_finished build_id=%s node=%s outcome=%s", build_id, node, outcome)
         return outcome
 
     # ---------------------------------------------------------------- nodes
@@ -190,6 +211,7 @@ class JobRunner:
         nodes = [
             _Node(request, i, root, runtime, self._record_group if self.groups_file else None)
             for i in range(max(1, request.parallelism))
+            if self.node is None or i == self.node
         ]
         with self._lock:
             self._nodes = nodes
@@ -218,7 +240,7 @@ class JobRunner:
             statuses.append(ActionStatus.INFRASTRUCTURE_FAIL)
         if self._canceled.is_set():
             statuses.append(ActionStatus.CANCELED)
-        return outcome_from_actions(statuses)
+        return outcome_from_actions(statuses, no_tests=no_tests(request.plan))
 
     def _run_node(self, request: RunRequest, node: _Node, crashed: list[BaseException]) -> None:
         try:
@@ -261,6 +283,8 @@ class JobRunner:
             status = self._action(request, node, number, step, handler)
             if status in FAILING:
                 node.job_failed = True
+                if halts_on_failure(request.plan, step):  # 1.0: a failure outside `test` ends the job
+                    return
             elif status in STOPPING:
                 return
             if node.workspace.halt_file.exists():  # `circleci step halt`: no further step runs
@@ -303,6 +327,7 @@ class JobRunner:
                 report_tests=lambda tests, problems: self.reporter.test_results(
                     build_id, node.index, tests, problems
                 ),
+                blobs=self.blobs,
             )
             result = handler(context)
         except Exception as exc:  # a bug, or the log store failing: the action still ends

@@ -2,8 +2,9 @@
 
 A handler gets a StepContext (the step, its environment and directories, the action's log) and
 returns a StepResult; the JobRunner does the bookkeeping around it (action records, when-rules,
-cancel). Adding a kind, or making a recorded kind real (artifacts, caches...), means writing one
-function and putting it in HANDLERS.
+cancel). Adding a kind means writing one function and putting it in HANDLERS. The steps that
+keep files in the blob store (artifacts, caches, workspaces) are in BLOB_HANDLERS
+(runner/blobsteps.py), which the JobRunner adds.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from circlet import results
+from circlet.core.blobs import BlobStore
 from circlet.core.errors import CircletError
 from circlet.core.model import ActionStatus
 from circlet.core.plan import DEFAULT_SHELL, JobPlan, PlannedStep, StepKind
 from circlet.core.ports import CheckoutSource, LogWriter, RunRequest
+from circlet.runner import sandbox
 from circlet.runner.process import (
     CANCEL_GRACE,
     Ending,
@@ -143,6 +146,7 @@ class StepContext:
     processes: NodeProcesses
     kill_grace: float
     report_tests: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda tests, problems: None
+    blobs: BlobStore | None = None  # artifacts, caches, workspaces (runner/blobsteps.py)
 
     @property
     def home(self) -> Path:
@@ -173,6 +177,8 @@ def bash_command(step: PlannedStep, plan: JobPlan) -> str | None:
     """The action's recorded `bash_command` (config.md 3.1); None for steps that are not run."""
     if step.kind is not StepKind.RUN:
         return None
+    if plan.config_version == "1.0":  # config.md 12.3: the command text alone
+        return step.command or ""
     return "#!" + shell_for(step, plan) + "\n" + (step.command or "")
 
 
@@ -273,26 +279,7 @@ def checkout(ctx: StepContext) -> StepResult:
     return StepResult(status=ActionStatus.SUCCESS)
 
 
-# ------------------------------------------------------------------------- recorded for now
-
-
-def _words(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) or "(none)"
-    return "(none)" if value is None else str(value)
-
-
-def _cache_keys(args: dict[str, Any]) -> list[Any]:
-    """restore_cache candidates in order: `key`, then `keys` (config.md 3.4)."""
-    return ([args["key"]] if args.get("key") else []) + list(args.get("keys") or [])
-
-
-def _recorded(text: Callable[[dict[str, Any]], str]) -> Handler:
-    def handler(ctx: StepContext) -> StepResult:
-        ctx.log.line(text(ctx.step.args))
-        return StepResult(status=ActionStatus.SUCCESS)
-
-    return handler
+# ------------------------------------------------------------------------- test results
 
 
 def store_test_results(ctx: StepContext) -> StepResult:
@@ -301,7 +288,8 @@ def store_test_results(ctx: StepContext) -> StepResult:
     if not isinstance(raw, str) or not raw:
         ctx.log.line("Warning: store_test_results needs a path; nothing stored")
         return StepResult(status=ActionStatus.SUCCESS)
-    path = expand_path(raw, home=ctx.home, base=ctx.workdir)
+    # a sandboxed step's /tmp is its build's own folder (runner/sandbox.py)
+    path = sandbox.host_path(expand_path(raw, home=ctx.home, base=ctx.workdir), ctx.workspace.root)
     if not path.exists():
         ctx.log.line(f"Warning: test results path {path} does not exist; nothing stored")
         return StepResult(status=ActionStatus.SUCCESS)
@@ -323,30 +311,5 @@ HANDLERS: dict[StepKind, Handler] = {
     StepKind.RUN: run_command,
     StepKind.CHECKOUT: checkout,
     StepKind.STORE_TEST_RESULTS: store_test_results,
-    StepKind.STORE_ARTIFACTS: _recorded(
-        lambda a: (
-            f"Recorded artifacts path {_words(a.get('path'))}"
-            + (f" with destination {a['destination']}" if a.get("destination") else "")
-            + " (uploading comes later)"
-        )
-    ),
-    StepKind.SAVE_CACHE: _recorded(
-        lambda a: (
-            f"Recorded cache key {_words(a.get('key'))} for paths {_words(a.get('paths'))}"
-            " (saving comes later)"
-        )
-    ),
-    StepKind.RESTORE_CACHE: _recorded(
-        lambda a: f"Recorded cache keys {_words(_cache_keys(a))} (restoring comes later)"
-    ),
-    StepKind.PERSIST_TO_WORKSPACE: _recorded(
-        lambda a: (
-            f"Recorded workspace root {_words(a.get('root'))} with paths {_words(a.get('paths'))}"
-            " (persisting comes later)"
-        )
-    ),
-    StepKind.ATTACH_WORKSPACE: _recorded(
-        lambda a: f"Recorded workspace attach point {_words(a.get('at'))} (attaching comes later)"
-    ),
     StepKind.NOOP: noop,
 }

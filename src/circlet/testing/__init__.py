@@ -667,6 +667,23 @@ class FakeSourceHost:
             files = dict(self._objects[full].files)
         _write_working_copy(dest, files, head=f"ref: refs/heads/{branch}" if branch is not None else full)
 
+    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
+        _check_fake_sha(sha)
+        with self._lock:
+            full = _lookup(self._mirror(project), "revision", sha)
+            if full is None:
+                raise UnknownRevision(f'Revision "{sha}" not found in the repository')
+            paths = list(self._objects[full].files)
+        return tuple(sorted({p.split("/", 1)[0] + ("/" if "/" in p else "") for p in paths}))
+
+    def refs(self, project: Project) -> dict[str, str]:
+        with self._lock:
+            mirror = self._mirror(project)
+            return {
+                **{f"refs/heads/{name}": sha for name, sha in mirror.branches.items()},
+                **{f"refs/tags/{name}": sha for name, sha in mirror.tags.items()},
+            }
+
     # ------------------------------------------------------------ helpers (called with the lock held)
 
     def _repo(self, repo_url: str) -> _FakeRepo:
@@ -961,7 +978,7 @@ class RecordingReporter:
     def build_queued(self, build_id: int, at: datetime) -> None:
         pass
 
-    def build_started(self, build_id: int, at: datetime, worker: str) -> bool:
+    def build_started(self, build_id: int, at: datetime, worker: str, node: int | None = None) -> bool:
         with self.lock:
             self.started_builds.append((build_id, worker))
         return self.allow_start
@@ -989,7 +1006,12 @@ class RecordingReporter:
         self.tests.append((index, list(tests), list(exceptions)))
 
     def build_finished(
-        self, build_id: int, outcome: Outcome, at: datetime, messages: tuple[Message, ...] = ()
+        self,
+        build_id: int,
+        outcome: Outcome,
+        at: datetime,
+        messages: tuple[Message, ...] = (),
+        node: int | None = None,  # (a whole build here: JobRunner's node is None)
     ) -> None:
         with self.lock:
             self.finished_builds.append((build_id, outcome, at, messages))

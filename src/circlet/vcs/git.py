@@ -268,6 +268,34 @@ class GitSourceHost:
         if error is not None:
             raise RepositoryError(error)
 
+    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
+        """The names at the root of `sha` (one `git ls-tree`); directories and submodules end with "/"."""
+        mirror = self._ensure_mirror(project)
+        _check_sha(sha)
+        result = self._git(["ls-tree", "-z", f"{sha}^{{tree}}", "--"], cwd=mirror)
+        if result.returncode != 0:
+            raise UnknownRevision(f'Revision "{sha}" not found in the repository')
+        names = []
+        for record in result.stdout.decode("utf-8", "replace").split("\x00"):
+            meta, tab, name = record.partition("\t")
+            if tab:  # `<mode> <type> <object>\t<name>`
+                names.append(name + "/" if meta.split(" ")[1] in ("tree", "commit") else name)
+        return tuple(sorted(names))
+
+    def refs(self, project: Project) -> dict[str, str]:
+        """Branches and tags of the mirror (one `git for-each-ref`), annotated tags peeled."""
+        mirror = self._ensure_mirror(project)
+        fields = "--format=%(refname)%00%(objectname)%00%(*objectname)"
+        result = self._git(["for-each-ref", fields, "refs/heads", "refs/tags"], cwd=mirror)
+        if result.returncode != 0:
+            raise RepositoryError(_git_error(result, f"Cannot list the refs of {project.slug}"))
+        found: dict[str, str] = {}
+        for line in result.stdout.decode("utf-8", "replace").splitlines():
+            name, _, rest = line.partition("\x00")
+            direct, _, peeled = rest.partition("\x00")
+            found[name] = peeled or direct
+        return found
+
     # ------------------------------------------------------------------ helpers
 
     def mirror_path(self, project: Project) -> Path:

@@ -1,4 +1,4 @@
-"""Artifacts, caches and workspaces.
+"""Artifacts, caches and workspaces: nothing in the database (they live in the blob store).
 
 Revision ID: 0005
 Revises: 0004

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -21,8 +21,23 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "workers",
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("resource_classes", sa.JSON(), nullable=False),
+        sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("busy", sa.Integer(), nullable=False),
+        sa.Column("running", sa.JSON(), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("stopping", sa.Boolean(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_workers"),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("workers")
