@@ -24,6 +24,7 @@ from circlet.store.logs import FileLogStore
 from circlet.store.migrate import migrate
 from circlet.store.pipelines_sql import SqlPipelineStore
 from circlet.store.schedules_sql import SqlScheduleStore
+from circlet.store.sessions_sql import SqlSessionStore
 from circlet.store.settings_sql import SqlProjectSettingsStore
 from circlet.store.sql import SqlBuildStore, make_engine
 from circlet.store.workers_sql import SqlWorkerStore
@@ -123,6 +124,7 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
         notifier=notifier,
         pipelines=SqlPipelineStore(engine),
         orbs_dir=settings.orbs_dir,
+        sessions=SqlSessionStore(engine),  # web sign-ins (core/sessions.py)
     )
     pushes = Pushes(circlet, server_secret=settings.push_secret)  # docs/push-triggers.md
     return App(

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from circlet import __version__, cli_schedules, cli_workflows, fleet_cli
+from circlet.cli_common import project_by_slug as _project
 from circlet.core.errors import CircletError, NotFound
-from circlet.core.model import Project, Scope
+from circlet.core.model import Scope
 from circlet.core.projects import Role, mask
 from circlet.settings import Settings, SettingsError, load_settings
 
@@ -148,17 +149,6 @@ def project_list() -> None:
     app = _app(_settings())
     for p in app.circlet.list_projects():
         click.echo(f"{p.slug}\t{p.default_branch}\t{p.repo_url}")
-
-
-def _project(app: App, slug: str) -> Project:
-    """The project named by a gh/acme/widget slug (ClickException when there is none)."""
-    parts = slug.strip("/").split("/")
-    if len(parts) != 3:
-        raise click.UsageError("SLUG must look like gh/acme/widget")
-    try:
-        return app.circlet.get_project(*parts)
-    except CircletError as exc:
-        raise click.ClickException(f"{exc.message}: {slug}") from exc
 
 
 @project.command("grant")

@@ -12,38 +12,19 @@ from typing import TYPE_CHECKING
 
 import click
 
+from circlet.cli_common import load_app as _app
+from circlet.cli_common import project_by_slug as _project
 from circlet.core.errors import CircletError
-from circlet.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from circlet.bootstrap import App
-    from circlet.core.model import Project
     from circlet.scheduler import Scheduler
-
-
-def _app() -> App:
-    from circlet.bootstrap import build_services
-
-    try:
-        return build_services(load_settings())
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _scheduler(app: App) -> Scheduler:
     if app.scheduler is None:
         raise click.ClickException("this circlet has no scheduler")
     return app.scheduler
-
-
-def _project(app: App, slug: str) -> Project:
-    parts = slug.strip("/").split("/")
-    if len(parts) != 3:
-        raise click.UsageError(f"SLUG must look like gh/acme/widget, not {slug!r}")
-    try:
-        return app.circlet.get_project(*parts)
-    except CircletError as exc:
-        raise click.ClickException(f"{exc.message}: {slug}") from exc
 
 
 def _when(text: str | None) -> datetime:

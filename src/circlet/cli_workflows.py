@@ -11,22 +11,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from circlet.cli_common import load_app as _app
+from circlet.cli_common import project_by_slug
 from circlet.core.errors import CircletError
 from circlet.core.projects import mask
-from circlet.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from circlet.bootstrap import App
     from circlet.pipelines import Workflows
-
-
-def _app() -> App:
-    from circlet.bootstrap import build_services
-
-    try:
-        return build_services(load_settings())
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _engine(app: App) -> Workflows:
@@ -46,13 +38,7 @@ def workflow() -> None:
 def workflow_list(slug: str, limit: int) -> None:
     """The workflows of SLUG's newest pipelines: id, pipeline number, name, status."""
     app = _app()
-    parts = slug.strip("/").split("/")
-    if len(parts) != 3:
-        raise click.UsageError("SLUG must look like gh/acme/widget")
-    try:
-        project = app.circlet.get_project(*parts)
-    except CircletError as exc:
-        raise click.ClickException(f"{exc.message}: {slug}") from exc
+    project = project_by_slug(app, slug)
     engine = _engine(app)
     for pipeline in engine.store.list_pipelines(project.id or 0, limit=limit):
         for found in engine.store.workflows_of(pipeline.id):

@@ -2,10 +2,12 @@
 waiting builds.
 
 - `heartbeat` records what a worker says (WorkerInfo) and answers which of its builds it must
-  stop: canceled, finished, or started by another worker (core/workers.py to_cancel).
+  stop: canceled, finished, or started by other workers only (core/workers.py to_cancel; a build
+  of several containers runs on every worker that started one).
 - A sweeper thread, every `sweep_every` seconds:
   1. marks workers silent for more than `lost_after` seconds lost (atomically: with several
-     servers only one handles a worker), ends each running build of theirs `infrastructure_fail`
+     servers only one handles a worker), ends each running build of theirs (a build any of whose
+     unfinished containers ran there, core/workers.py running_workers) `infrastructure_fail`
      with a message naming the worker, and retries it once as a new build (`why: auto-retry`,
      `retry_of` set; the lost build's status becomes `retried`, api-v1.1.md 6.3);
   2. ends the same way running builds whose worker is unknown (it died while no server ran);
@@ -95,6 +97,7 @@ class Fleet:
         self._circlet: Circlet | None = None
         self._pending: dict[int, _Pending] = {}
         self._listed: dict[int, datetime] = {}  # running build -> when a heartbeat last listed it
+        self._alive: set[str] = set()  # workers whose last heartbeat here found them alive
         self._sweeps = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -139,9 +142,13 @@ class Fleet:
     def heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
         """Record the heartbeat; reply with the builds the worker must stop."""
         now = self.clock()
-        previous = self.workers.get_worker(info.name)
+        with self._lock:
+            known = info.name in self._alive  # (spares a query per heartbeat: only the log needs it)
+        previous = None if known else self.workers.get_worker(info.name)
         self.workers.save_heartbeat(info, now)
-        if previous is None or previous.state is not WorkerState.ALIVE:
+        with self._lock:
+            self._alive.add(info.name)
+        if not known and (previous is None or previous.state is not WorkerState.ALIVE):
             log.info(
                 "event=worker_up name=%s host=%s classes=%s slots=%s",
                 info.name,
@@ -198,8 +205,12 @@ class Fleet:
             self._watch_waiting(list(workers.values()))
             return lost
         cutoff = now - timedelta(seconds=self.lost_after)
+        with self._lock:
+            self._alive &= {w.name for w in workers.values() if w.state is WorkerState.ALIVE}
         for worker in list(workers.values()):
             if is_lost(worker, now, self.lost_after):
+                with self._lock:
+                    self._alive.discard(worker.name)
                 if self.workers.mark_lost(worker.name, cutoff):
                     lost.append(worker.name)
                     log.warning("event=worker_lost name=%s host=%s", worker.name, worker.info.host)

@@ -14,7 +14,7 @@ from circlet.core.errors import ConfigError, InvalidRequest
 from circlet.core.model import Build, Commit, Executor, Lifecycle, Message, Outcome, Project, Why
 from circlet.core.pipeline import Pipeline, Workflow, WorkflowJob
 from circlet.core.plan import JobPlan
-from circlet.core.workflow import ACTIVE, JobSpec, JobState, upstream_of, workflow_status
+from circlet.core.workflow import ACTIVE, JobSpec, JobState, downstream_of, upstream_of, workflow_status
 
 if TYPE_CHECKING:
     from circlet.pipelines import Workflows
@@ -68,13 +68,62 @@ class JobRun:
         workflow: Workflow,
         job: WorkflowJob,
         jobs: list[WorkflowJob],
+        *,
+        claimed: bool = False,
+    ) -> Build | None:
+        """Create and dispatch the build of a job whose requirements are met. The job's row moves
+        from blocked to running first (compare-and-set; None when another server moved it first),
+        then gets the build: see pipelines.py on recovery. `claimed`: the row is already running
+        (recovery after a crash). If the build cannot be created the job is blocked again."""
+        store = self.engine.store
+        if not claimed and not store.move_job(
+            replace(job, state=JobState.RUNNING), expected=JobState.BLOCKED
+        ):
+            log.info("event=job_start_lost workflow_id=%s job=%s", workflow.id, job.name)
+            return None
+        try:
+            plan, messages = self._plan(pipeline, job)
+            build = self._create(project, pipeline, workflow, job, jobs, plan)
+        except Exception:
+            store.save_job(replace(job, state=JobState.BLOCKED, build_id=None, build_num=None))
+            raise
+        store.save_job(replace(job, state=JobState.RUNNING, build_id=build.id, build_num=build.build_num))
+        return self._launch(project, workflow, job, build, plan, messages, event="job_started")
+
+    def _launch(
+        self,
+        project: Project,
+        workflow: Workflow,
+        job: WorkflowJob,
+        build: Build,
+        plan: JobPlan | None,
+        messages: list[Message],
+        *,
+        event: str,
     ) -> Build:
-        """Create and dispatch the build of a job whose requirements are met (the job's row is
-        marked running first, then gets the build: see pipelines.py on recovery)."""
-        c, store = self.engine.circlet, self.engine.store
-        store.save_job(replace(job, state=JobState.RUNNING))
-        plan, messages = self._plan(pipeline, job)
-        build = c.store.create_build(
+        """Dispatch a job's new build (recorded as the job's), or finish it failed with the
+        messages that say why it cannot run; the build as it is now."""
+        c = self.engine.circlet
+        c._touch(build.project_id)
+        log.info("event=%s workflow_id=%s job=%s build_num=%s", event, workflow.id, job.name, build.build_num)
+        if plan is None:
+            c.build_finished(build.id or 0, Outcome.FAILED, c.clock(), tuple(messages))
+        else:
+            c._dispatch(build, project=project, plan=plan)
+        return c.store.get_build_by_id(build.id or 0) or build
+
+    def _create(
+        self,
+        project: Project,
+        pipeline: Pipeline,
+        workflow: Workflow,
+        job: WorkflowJob,
+        jobs: list[WorkflowJob],
+        plan: JobPlan | None,
+    ) -> Build:
+        """The build row of a job (not dispatched)."""
+        c = self.engine.circlet
+        return c.store.create_build(
             Build(
                 project_id=project.id or 0,
                 branch=pipeline.branch,
@@ -99,16 +148,6 @@ class JobRun:
                 },
             )
         )
-        store.save_job(replace(job, state=JobState.RUNNING, build_id=build.id, build_num=build.build_num))
-        c._touch(build.project_id)
-        log.info(
-            "event=job_started workflow_id=%s job=%s build_num=%s", workflow.id, job.name, build.build_num
-        )
-        if plan is None:
-            c.build_finished(build.id or 0, Outcome.FAILED, c.clock(), tuple(messages))
-        else:
-            c._dispatch(build, project=project, plan=plan)
-        return c.store.get_build_by_id(build.id or 0) or build
 
     def _context_ids(self, job: WorkflowJob) -> list[str]:
         found = (self.engine.store.get_context(name) for name in job.contexts)
@@ -173,20 +212,23 @@ class JobRun:
                 )
             )
             store.save_job(replace(job, state=JobState.RUNNING, build_id=build.id, build_num=build.build_num))
+            self._unblock_below(workflow.id, job.name)
             jobs = store.list_jobs(workflow.id)
             status = workflow_status(j.state for j in jobs)
             store.save_workflow(
                 replace(workflow, status=status, stopped_at=None if status in ACTIVE else workflow.stopped_at)
             )
-            c._touch(build.project_id)
-            log.info(
-                "event=job_retried workflow_id=%s job=%s build_num=%s", workflow.id, job.name, build.build_num
-            )
-            if plan is None:
-                c.build_finished(build.id or 0, Outcome.FAILED, c.clock(), tuple(messages))
-            else:
-                c._dispatch(build, project=project, plan=plan)
-        return c.store.get_build_by_id(build.id or 0) or build
+            return self._launch(project, workflow, job, build, plan, messages, event="job_retried")
+
+    def _unblock_below(self, workflow_id: str, name: str) -> None:
+        """The jobs below a retried job that were not run wait again (blocked): they start when
+        it succeeds, or are not run again when it does not (or another requirement failed)."""
+        store = self.engine.store
+        jobs = store.list_jobs(workflow_id)
+        below = set(downstream_of([JobSpec(name=j.name, requires=j.requires) for j in jobs], name))
+        for job in jobs:
+            if job.name in below and job.state is JobState.NOT_RUN:
+                store.move_job(replace(job, state=JobState.BLOCKED), expected=JobState.NOT_RUN)
 
     def run_context(
         self, build: Build, environment: dict[str, str], builtins: dict[str, str]

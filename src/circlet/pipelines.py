@@ -130,7 +130,7 @@ class Workflows:
             with self._lock:
                 for job in self.store.list_jobs(workflow.id):
                     if job.state is JobState.ON_HOLD and job.approved_at is None:
-                        self.store.save_job(replace(job, state=JobState.CANCELED))
+                        self.store.move_job(replace(job, state=JobState.CANCELED), expected=JobState.ON_HOLD)
                         log.info("event=approval_expired workflow_id=%s job=%s", workflow.id, job.name)
                         changed.append(workflow.id)
                 self.advance(workflow.id)
@@ -140,7 +140,7 @@ class Workflows:
         """After a restart: bring every active workflow up to date with its builds, making the
         builds of jobs a crash left without one (never twice)."""
         for workflow in self.store.active_workflows():
-            self.advance(workflow.id)
+            self.advance(workflow.id, recovering=True)
 
     # ------------------------------------------------------------ triggering
 
@@ -190,11 +190,16 @@ class Workflows:
         except Exception:
             log.exception("event=workflow_advance_error build_id=%s", build_id)
 
-    def advance(self, workflow_id: str) -> list[Build]:
+    def advance(self, workflow_id: str, *, recovering: bool = False) -> list[Build]:
         """Bring the workflow's jobs up to date with their builds and approvals, start the jobs
         whose requirements are met, record the ones that can never run, and set the workflow's
         status. Returns the builds it created. A call made while this thread is already
-        advancing (a build that fails at once) is queued and done by the outer call."""
+        advancing (a build that fails at once) is queued and done by the outer call.
+
+        Safe against other servers advancing the same workflow: a job moves out of `blocked`
+        (or `on_hold`) by a compare-and-set (PipelineStore.move_job), so only one of them starts
+        it. A job `running` without a build is another server making it, except when
+        `recovering` (at start-up, after a crash): then its build is found or made."""
         with self._lock:
             if self._busy:
                 self._pending.add(workflow_id)
@@ -204,14 +209,14 @@ class Workflows:
             try:
                 todo = [workflow_id]
                 while todo:
-                    made += self._advance_one(todo.pop())
+                    made += self._advance_one(todo.pop(), recovering=recovering)
                     todo += sorted(self._pending)
                     self._pending.clear()
             finally:
                 self._busy = False
             return made
 
-    def _advance_one(self, workflow_id: str) -> list[Build]:
+    def _advance_one(self, workflow_id: str, *, recovering: bool = False) -> list[Build]:
         c = self.circlet
         workflow = self.store.get_workflow(workflow_id)
         if workflow is None or workflow.status not in ACTIVE:
@@ -223,25 +228,42 @@ class Workflows:
         made: list[Build] = []
         jobs = self.store.list_jobs(workflow_id)
         for _ in range(2 * len(jobs) + 2):
-            jobs = [self._sync(project, pipeline, workflow, job, jobs, made) for job in jobs]
+            jobs = [self._sync(project, pipeline, workflow, job, jobs, made, recovering) for job in jobs]
             specs = [JobSpec(name=j.name, type=j.type, requires=j.requires) for j in jobs]
             moves = next_moves(specs, {j.name: j.state for j in jobs})
             if not moves.start and not moves.not_run:
                 break
             for job in jobs:
                 if job.name in moves.not_run:
-                    self.store.save_job(replace(job, state=JobState.NOT_RUN))
+                    self.store.move_job(replace(job, state=JobState.NOT_RUN), expected=JobState.BLOCKED)
                 elif job.name in moves.start and job.type is JobType.APPROVAL:
-                    self.store.save_job(replace(job, state=JobState.ON_HOLD))
+                    self.store.move_job(replace(job, state=JobState.ON_HOLD), expected=JobState.BLOCKED)
                 elif job.name in moves.start:
-                    made.append(self.jobs.start(project, pipeline, workflow, job, jobs))
+                    started = self.jobs.start(project, pipeline, workflow, job, jobs)
+                    made += [started] if started is not None else []
             jobs = self.store.list_jobs(workflow_id)
-        status = workflow_status(j.state for j in jobs)
-        if status is not workflow.status:
-            stopped = None if status in ACTIVE else c.clock()
-            self.store.save_workflow(replace(workflow, status=status, stopped_at=stopped))
-            log.info("event=workflow_status workflow_id=%s status=%s", workflow.id, status)
+        self._settle(workflow, jobs)
         return made
+
+    def _settle(self, workflow: Workflow, jobs: list[WorkflowJob]) -> None:
+        """Record the workflow's status as its jobs say. By compare-and-set: when another
+        server changed the status since `workflow` was read, read both again and decide again,
+        so a status computed from jobs read earlier never overwrites a newer one."""
+        for _ in range(5):
+            status = workflow_status(j.state for j in jobs)
+            if status is workflow.status:
+                return
+            stopped = None if status in ACTIVE else self.circlet.clock()
+            if self.store.move_workflow(
+                replace(workflow, status=status, stopped_at=stopped), expected=workflow.status
+            ):
+                log.info("event=workflow_status workflow_id=%s status=%s", workflow.id, status)
+                return
+            found = self.store.get_workflow(workflow.id)
+            if found is None:
+                return
+            workflow, jobs = found, self.store.list_jobs(workflow.id)
+        log.warning("event=workflow_status_contended workflow_id=%s", workflow.id)
 
     def _sync(
         self,
@@ -251,15 +273,21 @@ class Workflows:
         job: WorkflowJob,
         jobs: list[WorkflowJob],
         made: list[Build],
+        recovering: bool = False,
     ) -> WorkflowJob:
         """The job's row brought up to date with its build or approval (saved when changed)."""
         new = job
         if job.type is JobType.APPROVAL and job.state is JobState.ON_HOLD and job.approved_at is not None:
-            new = replace(job, state=JobState.SUCCESS)
-        elif job.state is JobState.RUNNING and job.build_id is None:
+            new = replace(job, state=JobState.SUCCESS)  # unless another server canceled it first:
+            moved = self.store.move_job(new, expected=JobState.ON_HOLD)
+            return new if moved else (self.store.get_job(job.id) or job)
+        if job.state is JobState.RUNNING and job.build_id is None:
+            if not recovering:
+                return job  # another server is making its build right now
             found = self._find_build(project, job)  # a crash came between creating the build and this row
             if found is None:
-                made.append(self.jobs.start(project, pipeline, workflow, job, jobs))
+                started = self.jobs.start(project, pipeline, workflow, job, jobs, claimed=True)
+                made += [started] if started is not None else []
                 return self.store.get_job(job.id) or job
             new = replace(job, build_id=found.id, build_num=found.build_num)
         elif job.state is JobState.RUNNING:
@@ -343,7 +371,7 @@ class Workflows:
             workflow = self._workflow(project, workflow_id)
             for job in self.store.list_jobs(workflow.id):
                 if job.state is JobState.ON_HOLD:
-                    self.store.save_job(replace(job, state=JobState.CANCELED))
+                    self.store.move_job(replace(job, state=JobState.CANCELED), expected=JobState.ON_HOLD)
                 elif job.state is JobState.RUNNING and job.build_num is not None:
                     self.circlet.cancel(project, job.build_num, user_id=user_id)
             self.advance(workflow.id)

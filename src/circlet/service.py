@@ -8,10 +8,7 @@ never overwrite each other.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +16,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
-from circlet import sshkeys
+from circlet.accounts import AUTH_CACHE_SECONDS, AccountVerbs
+from circlet.accounts import hash_token as hash_token
 from circlet.core import circleyml, infer
 from circlet.core import config as config_mod
 from circlet.core import env as env_mod
-from circlet.core.blobkeys import caches_prefix
 from circlet.core.blobs import BlobStore
 from circlet.core.errors import (
     ConfigError,
@@ -68,16 +64,11 @@ from circlet.core.ports import (
 from circlet.core.projects import (
     BranchOverview,
     BuildBrief,
-    CheckoutKey,
     Delivery,
-    EnvVar,
     ProjectOverview,
-    PublicSshKey,
-    Role,
-    SshKey,
-    Webhook,
 )
 from circlet.core.push import SECRET_VAR as PUSH_SECRET_VAR
+from circlet.core.sessions import MemorySessionStore, SessionStore
 from circlet.core.status import derive_status
 from circlet.core.workers import (
     HeartbeatReply,
@@ -90,6 +81,8 @@ from circlet.core.workers import (
 from circlet.core.workflow import WorkflowGraph
 from circlet.journal import ActionJournal
 from circlet.pipelines import Workflows
+from circlet.project_settings import INVALID_SSH_KEY as INVALID_SSH_KEY
+from circlet.project_settings import ProjectSettingsVerbs
 
 if TYPE_CHECKING:
     from circlet.fleet import Fleet
@@ -97,13 +90,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("circlet.service")
 
 CONFIG_PATH = ".circleci/config.yml"
-CHECKOUT_KEY_TYPES = ("deploy-key", "github-user-key")
-INVALID_SSH_KEY = "it looks like private key is invalid key.  Double check"  # CircleCI's words
-LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 OVERVIEW_WINDOW = 500  # newest builds of a project whose branches /projects lists
 DEFAULT_JOB = "build"
-USER_CACHE_SECONDS = 5.0
-AUTH_CACHE_SECONDS = 5.0
 REFUSE_21 = "Triggering a single job is not supported for configurations that specify version: 2.1"
 MAX_PARALLEL = 100  # containers a trigger's `parallel` may ask for
 NO_SUCH_JOB = "Cannot find a job named `{job}` to run in the `jobs:` section of your configuration file."
@@ -113,11 +101,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def hash_token(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-class Circlet:
+class Circlet(AccountVerbs, ProjectSettingsVerbs):
     """The facade. Construct it through bootstrap.build_services()."""
 
     def __init__(
@@ -135,8 +119,11 @@ class Circlet:
         orbs_dir: Path | None = None,
         fleet: Fleet | None = None,
         blobs: BlobStore | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.store = store
+        # web sign-ins (accounts.py); in memory unless given (bootstrap gives the SQL store)
+        self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.blobs = blobs  # artifacts, caches, workspaces (core/blobkeys.py); None: none kept
         self.logs = logs
         self.source = source
@@ -285,36 +272,6 @@ class Circlet:
     def list_projects(self) -> list[Project]:
         return self.store.list_projects()
 
-    def ensure_user(self, login: str, *, name: str | None = None, admin: bool = False) -> User:
-        user = self.store.get_user_by_login(login)
-        if user is None:
-            user = self.store.add_user(User(login=login, name=name, admin=admin, created_at=self.clock()))
-        return user
-
-    def create_token(
-        self,
-        *,
-        user: User | None = None,
-        project: Project | None = None,
-        scope: Scope = Scope.ALL,
-        label: str = "",
-    ) -> tuple[Token, str]:
-        """Make a token; returns the stored record and the secret (shown once, stored hashed)."""
-        if (user is None) == (project is None):
-            raise InvalidRequest("a token belongs to a user or to a project")
-        secret = "ccl_" + secrets.token_urlsafe(30)
-        token = self.store.add_token(
-            Token(
-                token_hash=hash_token(secret),
-                label=label,
-                user_id=user.id if user else None,
-                project_id=project.id if project else None,
-                scope=scope,
-                created_at=self.clock(),
-            )
-        )
-        return token, secret
-
     def generation(self, project_id: int | None = None) -> int:
         """A number that changes whenever anything shown about the project's builds (or, with
         None, any project's) may have changed in this process: caches of rendered builds key on
@@ -337,56 +294,6 @@ class Circlet:
                 return
             project_id = self._project_of_build[build_id] = build.project_id
         self._touch(project_id)
-
-    def user(self, user_id: int | None) -> User | None:
-        """A user by id, from a cache kept for USER_CACHE_SECONDS (names rarely change)."""
-        if user_id is None:
-            return None
-        now = time.monotonic()
-        hit = self._users.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        user = self.store.get_user(user_id)
-        self._users[user_id] = (now + USER_CACHE_SECONDS, user)
-        return user
-
-    def standing(self, token: Token | None, project: Project) -> tuple[bool, Role | None]:
-        """Whether the token's user is an administrator, and their role on the project."""
-        if token is None or token.user_id is None:
-            return False, None
-        user = self.user(token.user_id)
-        if user is not None and user.admin:
-            return True, None
-        return False, self.settings.member_role(project.id or 0, token.user_id)
-
-    def authenticate(self, secret: str | None) -> Token | None:
-        """The token with this secret, if it is valid. Answers are kept AUTH_CACHE_SECONDS: a
-        token revoked by another process (the CLI) stops working within that time."""
-        if not secret:
-            return None
-        digest = hash_token(secret)
-        now = time.monotonic()
-        hit = self._tokens.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        token = self.store.find_token(digest)
-        if len(self._tokens) > 10_000:
-            self._tokens.clear()
-        self._tokens[digest] = (now + AUTH_CACHE_SECONDS, token)
-        return token
-
-    def revoke_token(self, token_id: int) -> bool:
-        self._tokens.clear()
-        return self.store.revoke_token(token_id)
-
-    def token_by_hash(self, token_hash: str) -> Token | None:
-        """The live token stored under this hash (web sessions keep the hash, never the
-        secret); None when it is unknown or revoked. Not cached: callers cache briefly."""
-        return self.store.find_token(token_hash)
-
-    def project_tokens(self, project: Project) -> list[Token]:
-        """The project's tokens that are not revoked, oldest first (their hashes, never secrets)."""
-        return [t for t in self.store.list_tokens() if t.project_id == project.id and not t.revoked]
 
     # ------------------------------------------------------------ triggering
 
@@ -878,94 +785,6 @@ class Circlet:
     def log_chunks(self, build: Build, step: int, index: int, *, offset: int = 0) -> Iterator[LogChunk]:
         return self.logs.chunks(build.id or 0, step, index, offset=offset)
 
-    def add_user(
-        self, login: str, *, name: str | None = None, email: str | None = None, admin: bool = False
-    ) -> User:
-        """A new user (Conflict when the login is taken; InvalidRequest for a bad login)."""
-        if not LOGIN.fullmatch(login):
-            raise InvalidRequest(f"invalid login {login!r}: use letters, digits, '.', '_' and '-'")
-        user = self.store.add_user(
-            User(login=login, name=name or None, email=email or None, admin=admin, created_at=self.clock())
-        )
-        log.info("event=user_added login=%s admin=%s", login, admin)
-        return user
-
-    def list_users(self) -> list[User]:
-        return self.store.list_users()
-
-    def user_by_login(self, login: str) -> User:
-        user = self.store.get_user_by_login(login)
-        if user is None:
-            raise NotFound(f"no user {login!r}")
-        return user
-
-    def grant(self, project: Project, login: str, role: Role) -> User:
-        """Make `login` a member of the project with `role` (or change their role). Idempotent."""
-        user = self.user_by_login(login)
-        self.settings.set_member(project.id or 0, user.id or 0, role)
-        self._touch(project.id or 0)  # who sees what changed: cached lists must not survive it
-        log.info("event=member_set project=%s login=%s role=%s", project.slug, login, role)
-        return user
-
-    def revoke(self, project: Project, login: str) -> None:
-        """End `login`'s membership; NotFound when they were not a member."""
-        user = self.user_by_login(login)
-        self._touch(project.id or 0)
-        if not self.settings.remove_member(project.id or 0, user.id or 0):
-            raise NotFound(f"{login} is not a member of {project.slug}")
-        log.info("event=member_removed project=%s login=%s", project.slug, login)
-
-    def role_of(self, project: Project, user: User) -> Role | None:
-        return self.settings.member_role(project.id or 0, user.id or 0)
-
-    def follow(self, project: Project, user: User) -> bool:
-        """Follow the project; True when the user did not follow it yet. Starts no build."""
-        return self.settings.follow(project.id or 0, user.id or 0)
-
-    def unfollow(self, project: Project, user: User) -> bool:
-        return self.settings.unfollow(project.id or 0, user.id or 0)
-
-    def followed_projects(self, user: User) -> list[Project]:
-        """Projects the user follows and may still see, by id."""
-        found = (self.store.get_project_by_id(pid) for pid in self.settings.followed_projects(user.id or 0))
-        return [p for p in found if p is not None and self._may_see(p, user)]
-
-    def visible_projects(self, user: User) -> list[Project]:
-        """Every project the user may read: all for administrators, else their memberships and
-        open-source projects. Costs one membership lookup per project."""
-        return [p for p in self.store.list_projects() if self._may_see(p, user)]
-
-    def visible_projects_now(self, user: User) -> tuple[Project, ...]:
-        """visible_projects, kept AUTH_CACHE_SECONDS per user (a grant or revoke made by another
-        process applies within that time, like token revocation)."""
-        now = time.monotonic()
-        hit = self._visible.get(user.id or 0)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        projects = tuple(self.visible_projects(user))
-        self._visible[user.id or 0] = (now + AUTH_CACHE_SECONDS, projects)
-        return projects
-
-    def dashboard_projects(self, user: User) -> list[Project]:
-        """The projects of /projects: followed ones, and for non-administrators also the ones
-        they are a member of; ordered by id."""
-        chosen = {p.id: p for p in self.followed_projects(user)}
-        if not user.admin:
-            for project in self.store.list_projects():
-                if project.id not in chosen and self.role_of(project, user) is not None:
-                    chosen[project.id] = project
-        return [chosen[k] for k in sorted(chosen, key=lambda i: i or 0)]
-
-    def projects_with_followers(self) -> set[int]:
-        """Ids of projects someone follows (one query per user: fine for a self-hosted server)."""
-        found: set[int] = set()
-        for user in self.store.list_users():
-            found.update(self.settings.followed_projects(user.id or 0))
-        return found
-
-    def _may_see(self, project: Project, user: User) -> bool:
-        return user.admin or project.oss or self.role_of(project, user) is not None
-
     def overview(
         self, project: Project, user: User | None, *, token_scope: Scope = Scope.ALL, branches: bool = True
     ) -> ProjectOverview:
@@ -1031,177 +850,6 @@ class Circlet:
 
     def _brief(self, build: Build) -> BuildBrief:
         return BuildBrief(build=build, status=self.status_of(build))
-
-    def update_project_settings(
-        self, project: Project, *, oss: bool | None = None, default_branch: str | None = None
-    ) -> Project:
-        """Change whether the project is open source and its default branch; returns it as stored."""
-        if default_branch is not None and (
-            not default_branch.strip() or default_branch != default_branch.strip()
-        ):
-            raise InvalidRequest("default_branch must be a branch name")
-        changed = replace(
-            project,
-            oss=project.oss if oss is None else oss,
-            default_branch=project.default_branch if default_branch is None else default_branch,
-        )
-        if changed != project:
-            self.store.save_project(changed)
-            self.forget_project(project)
-            self._touch(project.id or 0)
-            log.info(
-                "event=project_settings project=%s oss=%s default_branch=%s",
-                project.slug,
-                changed.oss,
-                changed.default_branch,
-            )
-        return self.store.get_project_by_id(project.id or 0) or changed
-
-    def clear_build_cache(self, project: Project) -> None:
-        """Forget the project's dependency caches (save_cache): the next builds start cold."""
-        removed = self.blobs.delete_prefix(caches_prefix(project.id or 0)) if self.blobs is not None else 0
-        log.info("event=build_cache_cleared project=%s blobs=%s", project.slug, removed)
-
-    def set_heroku_key(self, user: User, apikey: str) -> None:
-        """Accepted for compatibility (POST /user/heroku-key); circlet deploys nothing to Heroku,
-        so the key is not kept."""
-        if not apikey:
-            raise InvalidRequest("apikey is required")
-        log.info("event=heroku_key_ignored login=%s", user.login)
-
-    # environment variables
-
-    def set_env_var(self, project: Project, name: str, value: str) -> EnvVar:
-        """Create or overwrite a variable; InvalidRequest for a name that is not [A-Za-z_][A-Za-z0-9_]*."""
-        if not env_mod.is_env_name(name):
-            raise InvalidRequest(
-                f"Invalid environment variable name {name!r}: names must match [A-Za-z_][A-Za-z0-9_]*"
-            )
-        var = self.settings.set_env_var(
-            project.id or 0, EnvVar(name=name, value=value, created_at=self.clock())
-        )
-        log.info("event=env_var_set project=%s name=%s", project.slug, name)
-        return var
-
-    def get_env_var(self, project: Project, name: str) -> EnvVar:
-        var = self.settings.get_env_var(project.id or 0, name)
-        if var is None:
-            raise NotFound("env var not found")
-        return var
-
-    def list_env_vars(self, project: Project) -> list[EnvVar]:
-        return self.settings.list_env_vars(project.id or 0)
-
-    def delete_env_var(self, project: Project, name: str) -> None:
-        if not self.settings.delete_env_var(project.id or 0, name):
-            raise NotFound("env var not found")
-        log.info("event=env_var_deleted project=%s name=%s", project.slug, name)
-
-    # checkout keys
-
-    def create_checkout_key(self, project: Project, key_type: str, user: User) -> CheckoutKey:
-        """A new ed25519 key pair for checking the project out. The first key is the preferred
-        one; a github-user-key records the user it was made for."""
-        if key_type not in CHECKOUT_KEY_TYPES:
-            raise InvalidRequest(f"type must be one of {', '.join(CHECKOUT_KEY_TYPES)}")
-        pair = sshkeys.generate_ed25519(f"circlet {project.slug} {key_type}")
-        key = self.settings.add_checkout_key(
-            CheckoutKey(
-                project_id=project.id or 0,
-                type=key_type,
-                public_key=pair.public_key,
-                private_key=pair.private_key,
-                fingerprint_md5=pair.fingerprint_md5,
-                fingerprint_sha256=pair.fingerprint_sha256,
-                login=user.login if key_type == "github-user-key" else None,
-                preferred=not self.settings.list_checkout_keys(project.id or 0),
-                created_at=self.clock(),
-            )
-        )
-        log.info("event=checkout_key_created project=%s fingerprint=%s", project.slug, key.fingerprint_md5)
-        return key
-
-    def list_checkout_keys(self, project: Project) -> list[CheckoutKey]:
-        return self.settings.list_checkout_keys(project.id or 0)
-
-    def find_checkout_key(self, project: Project, fingerprint: str) -> tuple[CheckoutKey, str]:
-        """The key with this md5 or sha256 fingerprint (percent-encoded or not, with or without an
-        `MD5:`/`SHA256:` prefix), and which digest matched; NotFound `checkout key not found`."""
-        given = fingerprint_text(fingerprint)
-        for key in self.settings.list_checkout_keys(project.id or 0):
-            if given.lower() == key.fingerprint_md5.lower():
-                return key, "md5"
-            if _slashes(given.rstrip("=")) == _slashes(key.fingerprint_sha256.rstrip("=")):
-                return key, "sha256"
-        raise NotFound("checkout key not found")
-
-    def delete_checkout_key(self, project: Project, fingerprint: str) -> None:
-        key, _ = self.find_checkout_key(project, fingerprint)
-        self.settings.delete_checkout_key(project.id or 0, key.id or 0)
-        log.info("event=checkout_key_deleted project=%s fingerprint=%s", project.slug, key.fingerprint_md5)
-
-    # SSH keys
-
-    def add_ssh_key(self, project: Project, private_key: str, hostname: str | None = None) -> SshKey:
-        """Add a private key for the project's builds (hostname None or "" = every host).
-        InvalidRequest with CircleCI's words when it is not an unencrypted private key. Adding
-        the same key for the same host again changes nothing."""
-        try:
-            pair = sshkeys.read_private_key(private_key)
-        except ValueError:
-            raise InvalidRequest(INVALID_SSH_KEY) from None
-        host = (hostname or "").strip()
-        for key in self.settings.list_ssh_keys(project.id or 0):
-            if key.fingerprint == pair.fingerprint_md5 and key.hostname == host:
-                return key
-        key = self.settings.add_ssh_key(
-            SshKey(
-                project_id=project.id or 0,
-                hostname=host,
-                private_key=private_key,
-                fingerprint=pair.fingerprint_md5,
-                created_at=self.clock(),
-            )
-        )
-        log.info("event=ssh_key_added project=%s fingerprint=%s host=%s", project.slug, key.fingerprint, host)
-        return key
-
-    def delete_ssh_key(self, project: Project, fingerprint: str, hostname: str | None = None) -> None:
-        """NotFound when the project has no key with this md5 fingerprint for this hostname."""
-        given = fingerprint_text(fingerprint).lower()
-        if not self.settings.delete_ssh_key(project.id or 0, given, (hostname or "").strip()):
-            raise NotFound("ssh key not found")
-        log.info("event=ssh_key_deleted project=%s fingerprint=%s", project.slug, given)
-
-    def public_ssh_keys(self, project: Project) -> list[PublicSshKey]:
-        found = []
-        for key in self.settings.list_ssh_keys(project.id or 0):
-            try:
-                public = sshkeys.read_private_key(key.private_key).public_key
-            except ValueError:
-                public = ""
-            found.append(PublicSshKey(hostname=key.hostname, public_key=public, fingerprint=key.fingerprint))
-        return found
-
-    # webhooks (sent by the notifier when a build finishes)
-
-    def add_webhook(self, project: Project, url: str) -> Webhook:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidRequest(f"invalid webhook URL {url!r}: use an http:// or https:// URL")
-        hook = self.settings.add_webhook(
-            Webhook(project_id=project.id or 0, url=url, created_at=self.clock())
-        )
-        log.info("event=webhook_added project=%s id=%s", project.slug, hook.id)
-        return hook
-
-    def list_webhooks(self, project: Project) -> list[Webhook]:
-        return self.settings.list_webhooks(project.id or 0)
-
-    def remove_webhook(self, project: Project, hook_id: int) -> None:
-        if not self.settings.delete_webhook(project.id or 0, hook_id):
-            raise NotFound(f"{project.slug} has no webhook {hook_id}")
-        log.info("event=webhook_removed project=%s id=%s", project.slug, hook_id)
 
     # ------------------------------------------------------------ RunReporter (runners call these)
 
@@ -1433,21 +1081,6 @@ class Circlet:
                 self.notifier.enqueue(build, urls)
         except Exception:
             log.exception("event=notify_error build_id=%s", build_id)
-
-
-def fingerprint_text(fingerprint: str) -> str:
-    """A fingerprint as a client sent it, made comparable: percent-decoded, `MD5:`/`SHA256:`
-    prefix and surrounding blanks removed, a `+` turned blank by form decoding put back."""
-    text = unquote(fingerprint.strip()) if "%" in fingerprint else fingerprint.strip()
-    for prefix in ("MD5:", "SHA256:"):
-        if text.upper().startswith(prefix):
-            text = text[len(prefix) :]
-    return text.replace(" ", "+")
-
-
-def _slashes(text: str) -> str:
-    # The HTTP layer folds repeated slashes of a path into one; a base64 fingerprint may hold "//".
-    return re.sub("/+", "/", text)
 
 
 def _param_job(build_parameters: dict[str, Any] | None) -> str | None:

@@ -377,6 +377,10 @@ def test_sign_in_sets_a_safe_cookie_without_the_token(env: Env) -> None:
             "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
         )  # plain http loopback
         assert env.admin_token not in cookie
+        # signing in makes a new CSRF value: one known before (planted, seen) no longer works
+        assert client.cookies.get("circlet_csrf") not in (None, csrf.group(1))
+        stale = client.post("/gh/acme/widget/trigger", data={"csrf": csrf.group(1), "branch": "main"})
+        assert stale.status_code == 403
         assert client.get("/").status_code == 200
         # sign out with the form; the session is gone
         out = client.post("/logout", data={"csrf": _csrf(client)})
@@ -426,6 +430,45 @@ def test_strangers_see_nothing_private(env: Env) -> None:
         assert client.get("/gh/acme/states").status_code == 404
         assert client.get(f"/gh/acme/states/{env.states['running']}").status_code == 404
         assert client.get(f"/gh/acme/states/{env.states['running']}/log/102/0").status_code == 404
+
+
+def test_every_route_refuses_anonymous_and_strangers(env: Env) -> None:
+    """Pages, fragments, log windows, raw logs, live streams, the workflow page and graph, and
+    every form: a stranger gets 404 (the project is not theirs to know), an anonymous page
+    request goes to /login and an anonymous script request gets 401."""
+    build = f"/gh/acme/states/{env.states['running']}"
+    workflow = f"/gh/acme/states/workflows/{env.workflows['running']}"
+    gets = [
+        "/gh/acme/states",
+        build,
+        f"{build}/state",
+        f"{build}/log/102/0",
+        f"{build}/log/102/0?start=0",
+        f"{build}/raw/102/0",
+        f"{build}/log/102/0/events",
+        workflow,
+        f"{workflow}/graph",
+    ]
+    posts = [f"{build}/retry", f"{build}/ssh", f"{build}/cancel", f"{workflow}/approve", f"{workflow}/cancel"]
+    posts += [
+        f"/gh/acme/states/{p}" for p in ("trigger", "settings/env", "settings/webhooks", "settings/tokens")
+    ]
+    with _login(env.server, env.stranger_token) as stranger:
+        csrf = _csrf(stranger)
+        for path in gets:
+            assert stranger.get(path).status_code == 404, path
+        for path in posts:
+            answer = stranger.post(path, data={"csrf": csrf, "job": "hold", "name": "X", "value": "1"})
+            assert answer.status_code == 404, path
+    with httpx.Client(base_url=env.server.base, timeout=30) as anonymous:
+        for path in gets:
+            page = anonymous.get(path)
+            assert page.status_code in (303, 401), path  # the events stream is a script's: 401
+            assert env.states and "half a line" not in page.text
+            fragment = anonymous.get(path, headers={"x-circlet-fragment": "1"})
+            assert fragment.status_code == 401 and "message" in fragment.json(), path
+        for path in posts:
+            assert anonymous.post(path, data={"csrf": "x"}).status_code == 403, path  # no CSRF cookie
 
 
 def test_readers_see_builds_but_no_buttons_or_settings(env: Env) -> None:
@@ -620,6 +663,13 @@ def test_a_100_mb_log_opens_at_its_tail_quickly(env: Env, admin: httpx.Client) -
     assert took < 2.0, f"the build page took {took:.2f}s"
     earlier = admin.get(f"/gh/acme/states/{build.build_num}/log/101/0?end=1000000").json()
     assert earlier["end"] <= 1_000_000 and earlier["start"] >= 1_000_000 - 256 * 1024
+    # a window asked from the start, or for a huge range, is one window, never the whole log
+    for query in ("start=0", "start=0&end=104857600", "start=5000000&end=99000000"):
+        started = time.monotonic()
+        answer = admin.get(f"/gh/acme/states/{build.build_num}/log/101/0?{query}")
+        window = answer.json()
+        assert answer.status_code == 200 and window["end"] - window["start"] <= 256 * 1024, query
+        assert len(answer.content) < 3_000_000 and time.monotonic() - started < 2.0, query
     print(f"100 MB log: build page with its tail in {took * 1000:.0f} ms ({len(page.content)} bytes)")
 
 
@@ -862,3 +912,41 @@ def test_a_stream_far_behind_skips_to_the_tail(env: Env, admin: httpx.Client) ->
     assert "event: skipped" in events and "event: chunk" in events
     chunk = json.loads(events[-1][len("data: ") :])
     assert chunk["end"] == 1_000_000 and chunk["start"] >= 1_000_000 - 64 * 1024
+
+
+def test_live_streams_are_capped_per_session_and_freed_when_closed(env: Env) -> None:
+    """A session may keep MAX_STREAMS_PER_SESSION live logs open; one more is told `busy`
+    (200, then nothing: the page retries later), and closing streams frees their places.
+    Another session is not affected."""
+    from contextlib import ExitStack
+
+    from circlet.http.web.logview import MAX_STREAMS_PER_SESSION
+
+    url = f"/gh/acme/states/{env.states['running']}/log/102/0/events"
+
+    readers: list[Iterator[str]] = []  # kept: a dropped reader closes its connection
+
+    def first_event(client: httpx.Client, stack: ExitStack) -> str:
+        answer = stack.enter_context(client.stream("GET", url))
+        assert answer.status_code == 200
+        lines = answer.iter_lines()
+        readers.append(lines)
+        for line in lines:
+            if line.startswith(("retry:", "event:")):
+                return line
+        return ""
+
+    with _login(env.server, env.admin_token) as greedy, _login(env.server, env.reader_token) as other:
+        with ExitStack() as held:
+            for _ in range(MAX_STREAMS_PER_SESSION):
+                assert first_event(greedy, held).startswith("retry:")  # streaming (a running step)
+            with ExitStack() as extra:
+                assert first_event(greedy, extra) == "event: busy"
+                assert first_event(other, extra).startswith("retry:")  # another session streams
+        deadline = time.monotonic() + 30
+        while True:  # the server notices the closed streams within a poll or two
+            with ExitStack() as again:
+                if first_event(greedy, again).startswith("retry:"):
+                    break
+            assert time.monotonic() < deadline, "closed streams were never freed"
+            time.sleep(0.5)

@@ -27,6 +27,7 @@ from circlet.testing import (
     InMemoryProjectSettingsStore,
     RecordingDispatcher,
 )
+from circlet.testing.clock import FakeClock
 from circlet.testing.pipelines import InMemoryPipelineStore
 from circlet.wire import Links
 
@@ -34,21 +35,12 @@ URL = "https://git.example/acme/widget.git"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(milliseconds=1)
-        return self.now
-
-
 @dataclass
 class Env:
     svc: Circlet
     source: FakeSourceHost
     dispatcher: RecordingDispatcher
-    clock: Clock
+    clock: FakeClock
     project: Project
 
     @property
@@ -73,7 +65,7 @@ class Env:
 def env() -> Iterator[Env]:
     source = FakeSourceHost()
     source.add_commit(URL, files={"README.md": "hi\n"})
-    clock = Clock()
+    clock = FakeClock(T0, step=timedelta(milliseconds=1))
     svc = Circlet(
         store=InMemoryBuildStore(),
         logs=InMemoryLogStore(),

@@ -44,7 +44,7 @@ CONFIG = dedent(
         steps: [{run: make test}]
     """
 )
-S, F, C, I, T, N = (
+S, F, C, INFRA, T, N = (
     Outcome.SUCCESS,
     Outcome.FAILED,
     Outcome.CANCELED,
@@ -62,8 +62,8 @@ S, F, C, I, T, N = (
         pytest.param([S, S, S], S, id="all-pass"),
         pytest.param([S, F, S], F, id="one-fails"),
         pytest.param([F, T, S], T, id="timedout-beats-failed"),
-        pytest.param([T, I, F], I, id="infrastructure-beats-timedout"),
-        pytest.param([I, C, S], C, id="canceled-beats-all"),
+        pytest.param([T, INFRA, F], INFRA, id="infrastructure-beats-timedout"),
+        pytest.param([INFRA, C, S], C, id="canceled-beats-all"),
         pytest.param([N, S], N, id="no-tests-beats-success"),
         pytest.param([N, F], F, id="failed-beats-no-tests"),
     ],

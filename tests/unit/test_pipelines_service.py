@@ -223,20 +223,47 @@ def test_pipeline_parameters_and_values_reach_the_job(env: Env) -> None:
     assert build.extra["workflows"]["workflow_name"] == "workflow"
 
 
-def test_retry_of_a_workflow_job_runs_it_again_in_the_same_workflow(env: Env) -> None:
+def _fail_main_and_retry(env: Env) -> tuple[Build, Build]:
+    """FAN's `main` workflow with its first job failed, and that job's retry."""
     env.commit(FAN)
     env.svc.trigger_pipeline(env.project)
     main_build = next(b for b in env.all() if b.extra["workflows"]["workflow_name"] == "main")
     env.finish(main_build, Outcome.FAILED)
-    again = env.svc.retry(env.project, main_build.build_num)
+    return main_build, env.svc.retry(env.project, main_build.build_num)
+
+
+def test_retry_of_a_workflow_job_runs_it_again_in_the_same_workflow(env: Env) -> None:
+    main_build, again = _fail_main_and_retry(env)
     assert again.retry_of == main_build.build_num and again.why is Why.RETRY
     assert again.extra["workflows"] == main_build.extra["workflows"]
     graph = env.svc.workflow_graph(again)
     assert graph is not None and graph.status is WorkflowStatus.RUNNING  # its job runs again
     env.finish(again)
     graph = env.svc.workflow_graph(again)
-    assert graph is not None and graph.status is WorkflowStatus.SUCCESS  # not-run dependants stay not run
-    assert {j.name: j.state for j in graph.jobs}["test-1"] is JobState.NOT_RUN
+    # what was not run because the job failed runs now: never a green workflow that skipped its tests
+    assert graph is not None and graph.status is WorkflowStatus.RUNNING
+    states = {j.name: j.state for j in graph.jobs}
+    assert states["test-1"] is JobState.RUNNING and states["test-2"] is JobState.RUNNING
+    assert states["hold"] is JobState.BLOCKED
+    mains = [b.build_num for b in env.by_job("build") if b.extra["workflows"]["workflow_name"] == "main"]
+    assert mains == [main_build.build_num, again.build_num]
+
+
+def test_a_retry_that_fails_again_leaves_the_jobs_below_not_run(env: Env) -> None:
+    _, again = _fail_main_and_retry(env)
+    graph = env.svc.workflow_graph(again)
+    assert graph is not None
+    assert {j.name: j.state for j in graph.jobs}["deploy"] is JobState.BLOCKED  # waits again
+    env.finish(again, Outcome.FAILED)
+    graph = env.svc.workflow_graph(again)
+    assert graph is not None and graph.status is WorkflowStatus.FAILED
+    assert {j.name for j in graph.jobs if j.state is JobState.NOT_RUN} == {
+        "test-1",
+        "test-2",
+        "hold",
+        "deploy",
+    }
+    assert not [b for b in env.all() if b.job_name in ("test-1", "test-2", "deploy")]  # no build made
 
 
 def test_recover_makes_a_missing_build_once(env: Env) -> None:
@@ -320,3 +347,34 @@ def test_retry_of_a_skipped_or_errored_pipeline_runs_the_pipeline_again(env: Env
     assert broken is not None and broken.outcome is Outcome.FAILED
     retried = env.svc.retry(env.project, broken.build_num)
     assert retried.outcome is Outcome.FAILED and retried.messages == broken.messages
+
+
+def test_approve_then_cancel_the_workflow_cancels_the_approved_jobs_build(env: Env) -> None:
+    env.commit(FAN)
+    env.svc.workflows.contexts.create("prod")  # type: ignore[union-attr]
+    env.svc.trigger_pipeline(env.project)
+    main_build = next(b for b in env.all() if b.extra["workflows"]["workflow_name"] == "main")
+    env.finish(main_build)
+    for test in [b for b in env.all() if (b.job_name or "").startswith("test-")]:
+        env.finish(test)
+    engine = env.svc.workflows
+    assert engine is not None
+    graph = env.svc.workflow_graph(main_build)
+    assert graph is not None and graph.status is WorkflowStatus.ON_HOLD
+    engine.approve(env.project, graph.workflow_id, "hold", user_id=None)
+    [deploy] = env.by_job("deploy")
+    graph = engine.cancel(env.project, graph.workflow_id, user_id=None)
+    states = {j.name: j.state for j in graph.jobs}
+    assert states["hold"] is JobState.SUCCESS and states["deploy"] is JobState.CANCELED
+    assert graph.status is WorkflowStatus.CANCELED
+    assert env.builds.get_build_by_id(deploy.id or 0).outcome is Outcome.CANCELED  # type: ignore[union-attr]
+    # the runner reports the canceled build's end later: nothing changes, nothing starts
+    env.svc.build_finished(deploy.id or 0, Outcome.CANCELED, T0 + timedelta(seconds=5))
+    again = env.svc.workflow_graph(deploy)
+    assert again is not None and again.status is WorkflowStatus.CANCELED
+    assert engine.cancel(env.project, graph.workflow_id, user_id=None).status is WorkflowStatus.CANCELED
+    # approving again is idempotent and starts nothing in a canceled workflow
+    assert (
+        engine.approve(env.project, graph.workflow_id, "hold", user_id=None).status is WorkflowStatus.CANCELED
+    )
+    assert len(env.by_job("deploy")) == 1

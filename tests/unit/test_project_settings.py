@@ -28,6 +28,7 @@ from circlet.testing import (
     InMemoryProjectSettingsStore,
     RecordingDispatcher,
 )
+from circlet.testing.clock import FakeClock
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 URL = "https://git.example/acme/widget.git"
@@ -42,15 +43,6 @@ CONFIG = dedent(
           - run: echo $DEPLOY_TARGET
     """
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 @dataclass
@@ -79,7 +71,7 @@ def env() -> Iterator[Env]:
         dispatcher=dispatcher,
         settings=settings,
         base_url="https://ci.example.com",
-        clock=Clock(),
+        clock=FakeClock(T0, step=timedelta(seconds=1)),
     )
     project = svc.add_project(vcs_type="gh", username="acme", reponame="widget", repo_url=URL)
     other = svc.add_project(vcs_type="bb", username="acme", reponame="gadget", repo_url=URL)

@@ -30,6 +30,7 @@ from circlet.testing import (
     InMemoryProjectSettingsStore,
     RecordingDispatcher,
 )
+from circlet.testing.clock import FakeClock
 from circlet.testing.pipelines import InMemoryPipelineStore
 from circlet.testing.schedules import InMemoryScheduleStore
 
@@ -56,23 +57,12 @@ NIGHTLY = dedent(
 )
 
 
-class Clock:
-    """A clock the test sets; each read moves it by a millisecond (so stamps are ordered)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(milliseconds=1)
-        return self.now
-
-
 @dataclass
 class Env:
     svc: Circlet
     source: FakeSourceHost
     runs: InMemoryScheduleStore
-    clock: Clock
+    clock: FakeClock
     project: Project
     scheduler: Scheduler
 
@@ -94,7 +84,7 @@ class Env:
 def env() -> Iterator[Env]:
     source = FakeSourceHost()
     source.add_commit(URL, files={"README.md": "hi\n"}, message="First")
-    clock = Clock(T3)
+    clock = FakeClock(T3, step=timedelta(milliseconds=1))
     svc = Circlet(
         store=InMemoryBuildStore(),
         logs=InMemoryLogStore(),

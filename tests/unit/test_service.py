@@ -41,6 +41,7 @@ from circlet.testing import (
     InMemoryProjectSettingsStore,
     RecordingDispatcher,
 )
+from circlet.testing.clock import FakeClock
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 BASE_URL = "https://ci.example.com/"
@@ -68,27 +69,13 @@ CONFIG = dedent(
 # ------------------------------------------------------------------ fixtures and helpers
 
 
-class Clock:
-    """A clock the test moves: `tick()` advances it and returns the new time."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
 @dataclass
 class Env:
     svc: Circlet
     store: InMemoryBuildStore
     source: FakeSourceHost
     dispatcher: RecordingDispatcher
-    clock: Clock
+    clock: FakeClock
     project: Project
     first: str  # main's first commit, tag v1
     main: str  # main's head
@@ -114,7 +101,7 @@ class Env:
         return self.source.add_commit(URL, branch=branch, files={".circleci/config.yml": text}, message="cfg")
 
 
-def make_service(store: InMemoryBuildStore, source: FakeSourceHost, clock: Clock) -> Circlet:
+def make_service(store: InMemoryBuildStore, source: FakeSourceHost, clock: FakeClock) -> Circlet:
     return Circlet(
         store=store,
         logs=InMemoryLogStore(),
@@ -135,7 +122,7 @@ def env() -> Iterator[Env]:
     source.tag(URL, "v1", first)
     main = source.add_commit(URL, files={"README.md": "hello\n"}, message="Second\n\nWith a body.")
     feature = source.add_commit(URL, branch="feature/x", files={"f.txt": "f\n"}, message="Feature")
-    store, clock = InMemoryBuildStore(), Clock()
+    store, clock = InMemoryBuildStore(), FakeClock(T0)
     svc = make_service(store, source, clock)
     project = svc.add_project(vcs_type="gh", username="acme", reponame="widget", repo_url=URL)
     assert isinstance(svc.dispatcher, RecordingDispatcher)

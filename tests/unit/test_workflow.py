@@ -22,6 +22,7 @@ from circlet.core.workflow import (
     WorkflowSpec,
     WorkflowStatus,
     ci_skip,
+    downstream_of,
     next_moves,
     runs_for,
     select_jobs,
@@ -394,6 +395,27 @@ def test_upstream_is_transitive_requirements_first() -> None:
     jobs = _jobs(("a", ()), ("b", (Requirement(job="a"),)), ("x", ()), ("c", (Requirement(job="b"),)))
     assert upstream_of(jobs, "c") == ("a", "b")
     assert upstream_of(jobs, "a") == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "below"),
+    [
+        ("a", ("b", "c", "d")),  # a diamond: both sides and the fan-in, once each
+        ("b", ("d",)),
+        ("d", ()),
+        ("x", ()),  # a job nothing requires
+        ("gone", ()),  # not a job of the workflow
+    ],
+)
+def test_downstream_is_every_job_below_in_config_order(name: str, below: tuple[str, ...]) -> None:
+    jobs = _jobs(
+        ("a", ()),
+        ("b", (Requirement(job="a"),)),
+        ("c", (Requirement(job="a", statuses=frozenset({F})),)),
+        ("x", ()),
+        ("d", (Requirement(job="b"), Requirement(job="c"))),
+    )
+    assert downstream_of(jobs, name) == below
 
 
 @pytest.mark.parametrize(

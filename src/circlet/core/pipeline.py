@@ -118,6 +118,11 @@ class PipelineStore(Protocol):
 
     def save_workflow(self, workflow: Workflow) -> None: ...
 
+    def move_workflow(self, workflow: Workflow, *, expected: WorkflowStatus) -> bool:
+        """Replace the workflow's row only if its stored status is still `expected` (one
+        statement); False when another server changed it first (or it is unknown)."""
+        ...
+
     def workflows_of(self, pipeline_id: str) -> list[Workflow]:
         """In creation order."""
         ...
@@ -133,6 +138,12 @@ class PipelineStore(Protocol):
     def get_job(self, job_id: str) -> WorkflowJob | None: ...
 
     def save_job(self, job: WorkflowJob) -> None: ...
+
+    def move_job(self, job: WorkflowJob, *, expected: JobState) -> bool:
+        """Replace the job's row with `job` only if its stored state is still `expected`, in one
+        statement (compare-and-set); False when another thread or server moved it first. This is
+        what makes a job start once when several processes advance one workflow."""
+        ...
 
     def job_of_build(self, build_id: int) -> WorkflowJob | None:
         """The workflow job whose current build this is."""

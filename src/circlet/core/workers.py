@@ -151,10 +151,10 @@ def to_cancel(worker: str, running: Mapping[int, Build | None]) -> tuple[int, ..
 #
 # With the celery executor each container (node index) of a build is a task of its own, run by
 # whichever worker of the class takes it. The build records them in Build.extra["containers"]:
-# {"<node>": {"worker": NAME, "at": START TIME, "outcome": null | "success" | ...}}. The build is running from the
-# first container's start and finishes when the last container reports, with the worst of their
-# outcomes (decide_outcome's precedence: canceled > infrastructure_fail > timedout > failed >
-# no_tests > success).
+# {"<node>": {"worker": NAME, "at": START TIME, "outcome": null | "success" | ...}}. The build
+# is running from the first container's start and finishes when the last container reports,
+# with the worst of their outcomes (decide_outcome's precedence: canceled > infrastructure_fail
+# > timedout > failed > no_tests > success).
 
 CONTAINERS = "containers"  # the Build.extra key
 

@@ -332,6 +332,20 @@ def upstream_of(jobs: Iterable[JobSpec], name: str) -> tuple[str, ...]:
     return tuple(order)
 
 
+def downstream_of(jobs: Iterable[JobSpec], name: str) -> tuple[str, ...]:
+    """Every job that requires `name`, directly or not, in the config's order."""
+    specs = list(jobs)
+    below = {name}
+    changed = True
+    while changed:
+        changed = False
+        for job in specs:
+            if job.name not in below and any(r.job in below for r in job.requires):
+                below.add(job.name)
+                changed = True
+    return tuple(j.name for j in specs if j.name in below and j.name != name)
+
+
 SKIP_MARKERS = ("[ci skip]", "[skip ci]")
 SKIP_WINDOW = 250  # characters of the commit message searched (config.md 6)
 

@@ -130,6 +130,7 @@ class FencedReporter:
         if self.muted.is_set():
             if self.batch is not None:
                 self.batch.drop(build_id)
+                self.client.forget_build(build_id)
             return
         if self.batch is None:
             self.inner.build_finished(build_id, outcome, at, messages, node)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from circlet.core import signing
 from circlet.core.errors import InvalidRequest, NotFound
 from circlet.core.model import ActionStatus, Build, Lifecycle, Outcome, Project, Scope, Token
 from circlet.core.ports import BuildQuery
@@ -23,6 +21,7 @@ from circlet.http.artifacts import artifacts_response
 from circlet.http.deps import caller, caller_user, project_access, services
 from circlet.http.responses import cached_json_response_async, json_response
 from circlet.http.schemas import answers, ref
+from circlet.http.signatures import signed_project
 from circlet.wire import build_details, build_shallow, build_summary, iter_log_json
 
 router = APIRouter()
@@ -527,19 +526,18 @@ def _signed_project(
     """The project when the request carries a valid output_url signature, else None. The
     signature covers the canonical path (Links.output_path), so every spelling of the same
     URL verifies: `/api/v1/...`, `gh`, another case of the names."""
-    sig = request.query_params.get("sig", "")
-    expires = request.query_params.get("expires", "")
-    if not (sig.isascii() and expires.isascii() and expires.isdigit() and build_num.isascii()):
+    if not (build_num.isascii() and build_num.isdigit()):
         return None
-    if not (build_num.isdigit() and len(expires) < 20 and sig):
-        return None
-    svc = services(request)
-    try:
-        project = svc.circlet.get_project(vcs_type, username, reponame)
-    except NotFound:
-        return None
-    path = svc.links.output_path(project, int(build_num), step, index)
-    return project if signing.verify(svc.links.secret, path, int(expires), sig, time.time()) else None
+    links = services(request).links
+    return signed_project(
+        request,
+        vcs_type,
+        username,
+        reponame,
+        request.query_params.get("sig", ""),
+        request.query_params.get("expires", ""),
+        lambda project: links.output_path(project, int(build_num), step, index),
+    )
 
 
 def _raw_log(logs: Any, build_id: int, step: int, index: int, block: int = 1 << 20) -> Any:

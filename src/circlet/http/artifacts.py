@@ -32,6 +32,7 @@ from circlet.core.model import Build, Project, Scope
 from circlet.http.deps import project_access, services, token_secret
 from circlet.http.responses import json_response
 from circlet.http.schemas import answers
+from circlet.http.signatures import signed_project
 
 router = APIRouter()
 
@@ -157,12 +158,12 @@ def _signed_project(
         token = dict(parse_qsl(tail)).get("circle-token")
         if token and token_secret(request) is None:
             request.state.token = services(request).circlet.authenticate(token)
-    if not (sig and sig.isascii() and expires.isascii() and expires.isdigit() and len(expires) < 20):
-        return None
-    svc = services(request)
-    try:
-        project = svc.circlet.get_project(vcs_type, username, reponame)
-    except NotFound:
-        return None
-    canonical = artifact_path(project, build_num, node, path)
-    return project if signing.verify(svc.links.secret, canonical, int(expires), sig, time.time()) else None
+    return signed_project(
+        request,
+        vcs_type,
+        username,
+        reponame,
+        sig,
+        expires,
+        lambda project: artifact_path(project, build_num, node, path),
+    )

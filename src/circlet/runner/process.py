@@ -93,6 +93,9 @@ class StepProcess:
         `on_spawn(pgid)` runs first thing after the spawn, before anything else here: recording
         the group then leaves only the moments before the shell has even started unrecorded."""
         box = sandbox.current()
+        # In the sandbox the step has a PID namespace of its own: when it ends the kernel kills
+        # whatever it left, so no leftover needs looking for (steps.py NodeProcesses.done).
+        self.sandboxed = box is not None
         if box is not None:  # bubblewrap around the step (runner/sandbox.py); same group, same pipe
             args = box.command(args, cwd=str(cwd), env=env)
         read_fd, write_fd = os.pipe()

@@ -103,7 +103,8 @@ class NodeProcesses:
         """The step is over; children it left running are kept for `kill_leftovers`."""
         with self._lock:
             self._running.discard(proc)
-        if group_alive(proc.pgid):
+        # (a sandboxed step's leftovers died with its PID namespace: spare the /proc scan)
+        if not proc.sandboxed and group_alive(proc.pgid):
             with self._lock:
                 self._leftover_groups.add(proc.pgid)
 

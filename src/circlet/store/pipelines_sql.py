@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -237,6 +238,17 @@ class SqlPipelineStore:
         if not self._write(workflows.update().where(workflows.c.id == workflow.id).values(**values)):
             raise NotFound(f"workflow {workflow.id} not found")
 
+    def move_workflow(self, workflow: Workflow, *, expected: WorkflowStatus) -> bool:
+        return self._move(workflows, workflow.id, workflows.c.status, expected, _workflow_values(workflow))
+
+    def _move(
+        self, table: sa.Table, row_id: str, column: Any, expected: StrEnum, values: dict[str, Any]
+    ) -> bool:
+        """Replace the row `row_id` of `table` with `values` if `column` is still `expected`."""
+        values = {k: v for k, v in values.items() if k != "id"}
+        statement = table.update().where(table.c.id == row_id, column == expected.value).values(**values)
+        return self._write(statement) == 1
+
     def workflows_of(self, pipeline_id: str) -> list[Workflow]:
         rows = self._all(
             sa.select(workflows)
@@ -270,6 +282,9 @@ class SqlPipelineStore:
         del values["id"]
         if not self._write(workflow_jobs.update().where(workflow_jobs.c.id == job.id).values(**values)):
             raise NotFound(f"workflow job {job.id} not found")
+
+    def move_job(self, job: WorkflowJob, *, expected: JobState) -> bool:
+        return self._move(workflow_jobs, job.id, workflow_jobs.c.state, expected, _job_values(job))
 
     def job_of_build(self, build_id: int) -> WorkflowJob | None:
         rows = self._all(sa.select(workflow_jobs).where(workflow_jobs.c.build_id == build_id).limit(1))

@@ -644,6 +644,10 @@ class SqlBuildStore:
         row = self._one(self._select_token, {"token_hash": token_hash})
         return _token_from_row(row) if row is not None else None
 
+    def get_token(self, token_id: int) -> Token | None:
+        row = self._one(sa.select(tokens).where(tokens.c.id == token_id, tokens.c.revoked == sa.false()))
+        return _token_from_row(row) if row is not None else None
+
     def revoke_token(self, token_id: int) -> bool:
         """True when the token exists (revoking twice is fine), False otherwise."""
         with self._engine.begin() as connection:

@@ -270,4 +270,4 @@ test_results = sa.Table(
 
 # The tables of later areas live in modules of their own, on this metadata; importing them here
 # makes `metadata` complete for whoever imports this module.
-from circlet.store import tables_blobs, tables_pipelines, tables_workers  # noqa: E402, F401
+from circlet.store import tables_blobs, tables_pipelines, tables_sessions, tables_workers  # noqa: E402, F401

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from circlet.core.errors import Conflict, NotFound
 from circlet.core.pipeline import Context, ContextVar, Pipeline, Workflow, WorkflowJob
-from circlet.core.workflow import ACTIVE, JobState, JobType
+from circlet.core.workflow import ACTIVE, JobState, JobType, WorkflowStatus
 
 
 def _now() -> datetime:
@@ -77,6 +77,14 @@ class InMemoryPipelineStore:
                 raise NotFound(f"workflow {workflow.id} not found")
             self._workflows[workflow.id] = workflow
 
+    def move_workflow(self, workflow: Workflow, *, expected: WorkflowStatus) -> bool:
+        with self._lock:
+            stored = self._workflows.get(workflow.id)
+            if stored is None or stored.status is not expected:
+                return False
+            self._workflows[workflow.id] = workflow
+            return True
+
     def workflows_of(self, pipeline_id: str) -> list[Workflow]:
         with self._lock:
             return [w for w in self._workflows.values() if w.pipeline_id == pipeline_id]
@@ -100,6 +108,14 @@ class InMemoryPipelineStore:
             if job.id not in self._jobs:
                 raise NotFound(f"workflow job {job.id} not found")
             self._jobs[job.id] = job
+
+    def move_job(self, job: WorkflowJob, *, expected: JobState) -> bool:
+        with self._lock:
+            stored = self._jobs.get(job.id)
+            if stored is None or stored.state is not expected:
+                return False
+            self._jobs[job.id] = job
+            return True
 
     def job_of_build(self, build_id: int) -> WorkflowJob | None:
         with self._lock:

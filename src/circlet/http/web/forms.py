@@ -19,7 +19,7 @@ from circlet.core.model import Scope, Why
 from circlet.http.deps import services
 from circlet.http.web.common import WebRoute, error_page, form, open_build, open_project, page, redirect
 from circlet.http.web.pages import project_context
-from circlet.http.web.session import clear_session, current_session, safe_next, set_session
+from circlet.http.web.session import clear_session, current_session, renew_csrf, safe_next, set_session
 from circlet.http.web.views import web_path
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -55,7 +55,8 @@ async def login(request: Request) -> Response:
     assert token is not None
     log.info("event=web_login user_id=%s token_id=%s", token.user_id, token.id)
     response = redirect(target)
-    set_session(request, response, token)
+    await run_in_threadpool(set_session, request, response, token)
+    renew_csrf(request, response)
     return response
 
 
@@ -63,7 +64,8 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     await form(request)
     response = redirect("/login")
-    clear_session(request, response)
+    await run_in_threadpool(clear_session, request, response)
+    renew_csrf(request, response)
     return response
 
 

@@ -65,13 +65,14 @@ def log_window(
 async def log_events(
     request: Request, vcs_type: str, username: str, reponame: str, build_num: str, step: int, index: int
 ) -> Response:
-    _, _, build = await run_in_threadpool(open_build, request, vcs_type, username, reponame, build_num)
+    session, _, build = await run_in_threadpool(open_build, request, vcs_type, username, reponame, build_num)
     circlet = services(request).circlet
     await run_in_threadpool(_action, circlet, build, step, index)
     offset = _offset(request.headers.get("last-event-id")) or _offset(request.query_params.get("offset")) or 0
+    key = session.token.token_hash
     return secure(
         StreamingResponse(
-            logview.stream(request, circlet, build, step, index, offset),
+            logview.stream(request, circlet, build, step, index, offset, key=key),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )

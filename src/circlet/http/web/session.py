@@ -1,21 +1,24 @@
 """Web sessions and CSRF protection.
 
-A session is a signed cookie, never the API token: `circlet_session` holds the token's stored
-hash, an expiry and an HMAC of both under the server's secret (the same secret that signs
-output_url links). The hash alone cannot call the API (the API wants the secret), and
-revoking the token ends every session made with it, since each request looks the token up by
-its hash again (cached a few seconds). The cookie is HttpOnly and SameSite=Lax; it is Secure
+A session lives on the server (core/sessions.py, table `web_sessions`), never in the cookie:
+`circlet_session` holds only a random secret, whose sha256 names the session row; the row points
+at the API token used to sign in (the token's secret is never in a cookie, and the cookie cannot
+call the API). Signing out (/logout) ends the row, so a copy of the cookie stops working too;
+revoking the token ends its sessions, since every check looks the token up again; a session
+expires after two weeks. Checks are cached per process for _SESSION_CACHE_SECONDS (5 s): the
+server that handled the sign-out forgets the session at once, another server behind the same
+database sees it within 5 s. The cookie is HttpOnly and SameSite=Lax; it is Secure
 when the request came over https or `CIRCLET_BASE_URL` is https (behind a TLS proxy), and not
 on plain http, where browsers would refuse to send it back.
 
 CSRF: every POST form carries the field `csrf`, which must equal the `circlet_csrf` cookie
-(double submit; the cookie is random, HttpOnly, SameSite=Strict, made on the first page).
+(double submit; the cookie is random, HttpOnly, SameSite=Strict, made on the first page and
+made anew when signing in or out).
 A POST whose Origin header names another site is refused as well.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -28,12 +31,13 @@ from starlette.responses import Response
 
 from circlet.core.errors import CircletError
 from circlet.core.model import Token, User
+from circlet.core.sessions import SESSION_LIFETIME
 from circlet.http.deps import services
 
 SESSION_COOKIE = "circlet_session"
 CSRF_COOKIE = "circlet_csrf"
-SESSION_SECONDS = 14 * 24 * 3600  # a session lasts two weeks, then sign in again
-_TOKEN_CACHE_SECONDS = 5.0
+SESSION_SECONDS = int(SESSION_LIFETIME.total_seconds())  # the cookie's max-age, as the row's
+_SESSION_CACHE_SECONDS = 5.0
 
 
 class LoginRequired(CircletError):
@@ -52,44 +56,31 @@ class Session:
     user: User
 
 
-def _mac(secret: bytes, token_hash: str, expires: int) -> str:
-    digest = hmac.new(secret, f"web-session\n{token_hash}\n{expires}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
-
-
-def session_value(secret: bytes, token: Token, now: float) -> str:
-    """The cookie value for a session of `token`."""
-    expires = int(now) + SESSION_SECONDS
-    return f"{token.token_hash}.{expires}.{_mac(secret, token.token_hash, expires)}"
-
-
-def parse_session_value(secret: bytes, value: str, now: float) -> str | None:
-    """The token hash of a valid, unexpired cookie value; None otherwise."""
-    parts = value.split(".")
-    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 12:
-        return None
-    token_hash, expires_text, mac = parts
-    expires = int(expires_text)
-    if expires < now or not hmac.compare_digest(_mac(secret, token_hash, expires), mac):
-        return None
-    return token_hash
-
-
-def _find_token(request: Request, token_hash: str) -> Token | None:
-    """The stored token with this hash (None when unknown or revoked), cached per application
-    for _TOKEN_CACHE_SECONDS: revoking a token ends its sessions within that time."""
+def _cache(request: Request) -> dict[str, tuple[float, Token | None]]:
     state = request.app.state
-    if not hasattr(state, "web_token_cache"):
-        state.web_token_cache = {}
-    _token_cache: dict[str, tuple[float, Token | None]] = state.web_token_cache
+    if not hasattr(state, "web_session_cache"):
+        state.web_session_cache = {}
+    cache: dict[str, tuple[float, Token | None]] = state.web_session_cache
+    return cache
+
+
+def _cache_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()  # never keep the cookie's secret itself
+
+
+def _session_token(request: Request, secret: str) -> Token | None:
+    """The token of the live session with this secret (None when unknown, ended, expired or
+    its token revoked), cached per application for _SESSION_CACHE_SECONDS."""
+    cache = _cache(request)
+    key = _cache_key(secret)
     now = time.monotonic()
-    hit = _token_cache.get(token_hash)
+    hit = cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    token = services(request).circlet.token_by_hash(token_hash)
-    if len(_token_cache) > 10_000:
-        _token_cache.clear()
-    _token_cache[token_hash] = (now + _TOKEN_CACHE_SECONDS, token)
+    token = services(request).circlet.session_token(secret)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (now + _SESSION_CACHE_SECONDS, token)
     return token
 
 
@@ -100,9 +91,8 @@ def current_session(request: Request) -> Session | None:
         found: Session | None = request.state.web_session
         return found
     session = None
-    value = request.cookies.get(SESSION_COOKIE, "")
-    token_hash = parse_session_value(services(request).links.secret, value, time.time()) if value else None
-    token = _find_token(request, token_hash) if token_hash else None
+    secret = request.cookies.get(SESSION_COOKIE, "")
+    token = _session_token(request, secret) if 0 < len(secret) <= 128 else None
     if token is not None and not token.revoked and token.user_id is not None:
         user = services(request).circlet.user(token.user_id)
         if user is not None:
@@ -133,9 +123,12 @@ _LOOPBACK = ("127.0.0.1", "::1")
 
 
 def set_session(request: Request, response: Response, token: Token) -> None:
+    """Start a server-side session of `token` and set its cookie (blocking: database write).
+    A session this browser had before is ended."""
+    _end_cookie_session(request)
     response.set_cookie(
         SESSION_COOKIE,
-        session_value(services(request).links.secret, token, time.time()),
+        services(request).circlet.start_session(token),
         max_age=SESSION_SECONDS,
         path="/",
         httponly=True,
@@ -145,9 +138,19 @@ def set_session(request: Request, response: Response, token: Token) -> None:
 
 
 def clear_session(request: Request, response: Response) -> None:
+    """End the browser's session on the server (every copy of the cookie stops working; this
+    process forgets it at once) and delete the cookie (blocking: database write)."""
+    _end_cookie_session(request)
     response.delete_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure_cookies(request)
     )
+
+
+def _end_cookie_session(request: Request) -> None:
+    secret = request.cookies.get(SESSION_COOKIE, "")
+    if 0 < len(secret) <= 128:
+        services(request).circlet.end_session(secret)
+        _cache(request).pop(_cache_key(secret), None)
 
 
 def csrf_token(request: Request) -> str:
@@ -161,14 +164,20 @@ def csrf_token(request: Request) -> str:
 
 def ensure_csrf_cookie(request: Request, response: Response) -> None:
     if hasattr(request.state, "csrf") and request.cookies.get(CSRF_COOKIE) != request.state.csrf:
-        response.set_cookie(
-            CSRF_COOKIE,
-            request.state.csrf,
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=secure_cookies(request),
-        )
+        _set_csrf(request, response, request.state.csrf)
+
+
+def renew_csrf(request: Request, response: Response) -> None:
+    """A new CSRF value on signing in and out: a value planted or seen before (another site
+    setting cookies for a shared parent domain, a shared computer) is worth nothing after."""
+    request.state.csrf = secrets.token_urlsafe(32)
+    _set_csrf(request, response, request.state.csrf)
+
+
+def _set_csrf(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        CSRF_COOKIE, value, path="/", httponly=True, samesite="strict", secure=secure_cookies(request)
+    )
 
 
 def check_csrf(request: Request, submitted: str) -> None:
@@ -185,7 +194,11 @@ def check_csrf(request: Request, submitted: str) -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """A local path to go to after signing in (never another site)."""
+    """A local path to go to after signing in (never another site). Control characters are
+    refused too: browsers drop tabs and newlines from URLs, so `/<TAB>/evil` would be `//evil`
+    to them if anything on the way did not encode it."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
         return "/"
     return target

@@ -100,6 +100,14 @@
       source.close(); streams.delete(source); pre._source = null;
       pre.dataset.running = "0";
     });
+    function later(ms) { // the server is busy (too many streams) or the stream broke: try again
+      source.close(); streams.delete(source); pre._source = null;
+      setTimeout(function () { if (pre.isConnected && pre.dataset.running === "1") { stream(pre); } }, ms);
+    }
+    source.addEventListener("busy", function (event) { later(JSON.parse(event.data).retry_ms || 5000); });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) { later(5000); }
+    });
   }
 
   function shown(pre) {
