@@ -77,6 +77,7 @@ from circlet.core.workers import (
     containers_of,
     finish_container,
     start_container,
+    without_waiting_note,
 )
 from circlet.core.workflow import WorkflowGraph
 from circlet.journal import ActionJournal
@@ -143,6 +144,9 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
         self._all_generation = 0
         self._generation_lock = threading.Lock()
         self._project_of_build: dict[int, int] = {}
+        # Test results of finished successful builds, read for timings: final once the build
+        # finished, so each is read once (None: it has none). Bounded: cleared when it grows.
+        self._final_tests: dict[int, list[dict[str, Any]] | None] = {}
         self.journal = ActionJournal(store)
         # pipelines and workflows (pipelines.py); None: configs with workflows cannot run
         self.workflows = Workflows(self, pipelines, orbs_dir=orbs_dir) if pipelines is not None else None
@@ -695,7 +699,14 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
             and b.build_num < build.build_num
         ]
         for candidate in candidates:
-            tests, _ = self.store.test_results(candidate.id or 0)
+            build_id = candidate.id or 0
+            if build_id in self._final_tests:
+                tests: list[dict[str, Any]] | None = self._final_tests[build_id]
+            else:
+                tests = self.store.test_results(build_id)[0] or None
+                if len(self._final_tests) >= 10_000:
+                    self._final_tests.clear()
+                self._final_tests[build_id] = tests
             if tests:
                 return tests
         return None
@@ -877,6 +888,7 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
                     queued_at=build.queued_at or at,
                     start_time=at,
                     worker=worker,
+                    messages=without_waiting_note(build.messages),
                 )
             )
             self._touch(build.project_id)

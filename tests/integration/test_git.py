@@ -239,6 +239,70 @@ def test_concurrent_syncs_from_two_hosts_sharing_mirrors(
     assert hosts[1].resolve(project, branch="main") == repo.second
 
 
+class _CountingHost(GitSourceHost):
+    """Counts mirror fetches; `hold` (when set) keeps each fetch open after git is done."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.fetches = 0
+        self.fetched = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def _fetch_mirror(self, project: Project, mirror: Path) -> None:
+        super()._fetch_mirror(project, mirror)
+        self.fetches += 1
+        self.fetched.set()
+        assert self.release.wait(30)
+
+
+def test_concurrent_syncs_share_fetches(repo: Repo, project: Project, tmp_path: Path) -> None:
+    """Eight triggers arriving together cost one or two fetches, not eight (single flight)."""
+    counting = _CountingHost(tmp_path / "counted")
+    counting.sync(project)  # creates the mirror (a clone, not counted)
+    counting.release.clear()
+    start = threading.Barrier(9)
+
+    def work() -> None:
+        start.wait()
+        counting.sync(project)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(0.3)  # every thread has asked while the first fetch is held open
+    counting.release.set()
+    for t in threads:
+        t.join(30)
+    assert counting.fetches in (1, 2)
+
+
+def test_sync_never_reuses_a_fetch_that_started_before_it(
+    repo: Repo, project: Project, tmp_path: Path
+) -> None:
+    """A commit pushed before a sync is asked for is seen, even while an older fetch runs."""
+    counting = _CountingHost(tmp_path / "counted")
+    counting.sync(project)
+    counting.release.clear()
+    counting.fetched.clear()
+    older = threading.Thread(target=counting.sync, args=(project,))
+    older.start()
+    assert counting.fetched.wait(30)  # the older fetch has read the origin already
+    pushed = commit_file(repo.path, "pushed.txt", "p\n", "Pushed before the trigger")
+    seen: list[str] = []
+    newer = threading.Thread(
+        target=lambda: (counting.sync(project), seen.append(counting.resolve(project, branch="main")))
+    )
+    newer.start()
+    time.sleep(0.2)
+    counting.release.set()
+    older.join(30)
+    newer.join(30)
+    assert seen == [pushed]
+    assert counting.fetches == 2
+
+
 # ------------------------------------------------------------------ commit and read_file
 
 

@@ -20,6 +20,7 @@ from circlet.core.workers import (
     running_workers,
     start_container,
     to_cancel,
+    waiting_message,
 )
 from circlet.fleet import Fleet
 from circlet.service import Circlet
@@ -242,3 +243,10 @@ def test_a_lost_worker_fails_the_build_once_and_it_is_retried_once(
     assert circlet.worker_heartbeat(_info("w1", (bid,))).cancel == (bid,)  # w1 stops its container
     circlet.build_finished(bid, C, clock(), (), node=0)  # its late report changes nothing
     assert (store.get_build_by_id(bid) or lost).outcome is Outcome.INFRASTRUCTURE_FAIL
+
+
+def test_the_note_that_no_worker_serves_the_class_goes_when_a_container_starts() -> None:
+    other = Message(type="warning", message="kept", reason="config")
+    waiting = _build(messages=(waiting_message("large"), other))
+    started = start_container(waiting, 0, "big", T0)
+    assert started is not None and started.messages == (other,)

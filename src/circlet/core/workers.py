@@ -218,7 +218,13 @@ def start_container(build: Build, node: int, worker: str, at: datetime) -> Build
         start_time=at if first or build.start_time is None else build.start_time,
         worker=worker if first or not build.worker else build.worker,
         extra=_with_containers(build, containers),
+        messages=without_waiting_note(build.messages),
     )
+
+
+def without_waiting_note(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """A build's messages once it started: the note that no worker served its class is over."""
+    return tuple(m for m in messages if m.reason != WAITING_REASON)
 
 
 def combine_outcomes(outcomes: Iterable[Outcome]) -> Outcome:
@@ -294,11 +300,14 @@ def retry_message(retry_num: int | None, problem: str | None = None) -> Message:
     return Message(type="warning", reason="infrastructure", message=text)
 
 
+WAITING_REASON = "no_worker"  # the reason of waiting_message's note
+
+
 def waiting_message(resource_class: str) -> Message:
     """The message a waiting build carries while no worker serves its resource class."""
     return Message(
         type="warning",
-        reason="no_worker",
+        reason=WAITING_REASON,
         message=f"no worker serves resource class `{resource_class}`: this build waits until one does "
         f"(start one with `circlet worker --resource-class {resource_class}`).",
     )

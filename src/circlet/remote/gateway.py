@@ -27,7 +27,9 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from circlet.core.errors import InvalidRequest, NotFound
 from circlet.core.model import Outcome
 from circlet.core.workers import WorkerInfo
 from circlet.executors import protocol
+from circlet.http.deps import Services
 from circlet.remote import blobs, frames, tokens
 from circlet.remote.auth import Replays, StripedLocks, runner_build, worker_services
 
@@ -51,9 +54,13 @@ IDEMPOTENCY_HEADER = tokens.IDEMPOTENCY_HEADER
 MAX_LOG_BODY = 32 << 20  # bytes of one log append
 TAR_CHUNK = 1 << 16
 
+KNOWN_BUILDS = 8192  # ids of builds known to exist, per store, remembered by _runner
+
 router = APIRouter(include_in_schema=False)
 _replays = Replays()
 _log_locks = StripedLocks()
+_known_builds: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
 
 
 def _body(data: Any) -> dict[str, Any]:
@@ -73,6 +80,33 @@ def _parse(what: str, parse: Any, value: Any) -> Any:
         return parse(value)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRequest(f"{what} is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def _runner(request: Request, build_id: int) -> Services:
+    """auth.runner_build for calls that need only the services: the same checks (worker token,
+    the build's token, 404 for an unknown build), but a build found once is not looked up again
+    (builds are never deleted), which spares a query on every report and log append."""
+    found = worker_services(request)
+    store = found.circlet.store
+    with _known_lock:
+        known = build_id in _known_builds.get(store, ())
+    if not known:
+        runner_build(request, build_id)
+        _remember(found, build_id)
+        return found
+    if not tokens.verify_build_token(
+        found.links.secret, request.headers.get(tokens.BUILD_TOKEN_HEADER, ""), build_id, time.time()
+    ):
+        runner_build(request, build_id)  # refuses with auth.py's answer
+    return found
+
+
+def _remember(found: Services, build_id: int) -> None:
+    with _known_lock:
+        ids = _known_builds.setdefault(found.circlet.store, set())
+        if len(ids) >= KNOWN_BUILDS:
+            ids.clear()
+        ids.add(build_id)
 
 
 def _node(data: dict[str, Any]) -> int | None:
@@ -110,6 +144,7 @@ def build_started(request: Request, build_id: int, data: dict[str, Any]) -> dict
     answer: dict[str, Any] = {"ok": found.circlet.build_started(build_id, at, worker, node)}
     if answer["ok"]:
         answer["build_token"] = tokens.issue_build_token(found.links.secret, build_id, time.time())
+        _remember(found, build_id)
     _replays.put(key, answer)
     log.info("event=remote_build_started build_id=%s worker=%s ok=%s", build_id, worker, answer["ok"])
     return answer
@@ -117,14 +152,14 @@ def build_started(request: Request, build_id: int, data: dict[str, Any]) -> dict
 
 @router.post("/builds/{build_id}/actions/started")
 def action_started(request: Request, build_id: int, data: dict[str, Any]) -> dict[str, Any]:
-    found, _ = runner_build(request, build_id)
+    found = _runner(request, build_id)
     found.circlet.action_started(build_id, _parse("action", protocol.decode_action, _field(data, "action")))
     return {}
 
 
 @router.post("/builds/{build_id}/actions/finished")
 def action_finished(request: Request, build_id: int, data: dict[str, Any]) -> dict[str, Any]:
-    found, _ = runner_build(request, build_id)
+    found = _runner(request, build_id)
     found.circlet.action_finished(build_id, _parse("action", protocol.decode_action, _field(data, "action")))
     return {}
 
@@ -134,7 +169,7 @@ async def append_log(request: Request, build_id: int, step: int, index: int, off
     """Append frames whose first byte is byte `offset` of the action's log. Bytes the log already
     has are skipped (a resend); a batch starting past the log's end is refused with 409 and the
     log's size, so the worker resends from there."""
-    found, _ = await run_in_threadpool(runner_build, request, build_id)
+    found = await run_in_threadpool(_runner, request, build_id)
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -167,7 +202,7 @@ async def append_log(request: Request, build_id: int, step: int, index: int, off
 
 @router.post("/builds/{build_id}/tests")
 def test_results(request: Request, build_id: int, data: dict[str, Any]) -> dict[str, Any]:
-    found, _ = runner_build(request, build_id)
+    found = _runner(request, build_id)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if _replays.get(key) is not None:
         return {}
@@ -181,7 +216,7 @@ def test_results(request: Request, build_id: int, data: dict[str, Any]) -> dict[
 
 @router.post("/builds/{build_id}/finished")
 def build_finished(request: Request, build_id: int, data: dict[str, Any]) -> dict[str, Any]:
-    found, _ = runner_build(request, build_id)
+    found = _runner(request, build_id)
     outcome = _parse("outcome", Outcome, _field(data, "outcome"))
     at = _parse("at", protocol.decode_time, _field(data, "at"))
     messages = _parse("messages", protocol.decode_messages, data.get("messages", []))
@@ -195,7 +230,7 @@ def reports(request: Request, build_id: int, data: dict[str, Any]) -> dict[str, 
     step's end and the next step's start cost one request, not two), applied in order:
     {"actions": [{"op": "started" | "finished", "action": {...}}], "finished": {...} | absent}
     ("finished": the body of /finished). All are parsed before any is applied."""
-    found, _ = runner_build(request, build_id)
+    found = _runner(request, build_id)
     items = data.get("actions", [])
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise InvalidRequest("actions must be a list of objects")

@@ -12,6 +12,7 @@ Reads are single SELECTs (atomic by themselves) run without BEGIN; with WAL they
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import time
 from dataclasses import asdict, replace
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -55,7 +57,12 @@ def make_engine(url: str) -> sa.Engine:
 
     SQLite: creates the file's folder; every connection gets WAL, synchronous=NORMAL,
     busy_timeout=5000 and foreign keys, and writes begin with BEGIN IMMEDIATE.
-    PostgreSQL: the psycopg 3 driver, with pre-ping so a restarted server costs no request.
+    PostgreSQL: the psycopg 3 driver. A pooled connection is pinged when checked out only if it
+    sat idle for PING_IDLE seconds or more, or if its socket is readable (the server ended the
+    session: a restart, a terminated backend); a dead one is replaced, so a restarted server
+    costs no request. A busy, healthy connection is not pinged (a ping per checkout cost a round
+    trip per store call). A disconnect met during a call (a connection cut without a word) fails
+    that call and makes the pool replace every connection made before it.
     """
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
@@ -64,8 +71,52 @@ def make_engine(url: str) -> sa.Engine:
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        return _postgres_engine(parsed)
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
+
+
+# Seconds a pooled PostgreSQL connection may sit idle and still be used without a ping; a
+# PostgreSQL restart takes longer, and a busy server meets the restart on a call (see make_engine).
+PING_IDLE = 1.0
+_IDLE_SINCE = "circlet_idle_since"
+
+
+def _postgres_engine(url: URL) -> sa.Engine:
+    # pool_recycle: connections also go after an hour (firewalls drop long-idle TCP sessions).
+    engine = sa.create_engine(url, pool_recycle=3600)
+    dialect = engine.dialect
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None:
+            return  # new
+        if time.monotonic() - since < PING_IDLE and not _readable(dbapi_connection):
+            return  # used a moment ago, and the server has not closed it (or said anything)
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            error: Any = exc  # a DBAPI error (is_disconnect says no to anything else)
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(f"a pooled connection is dead: {exc}") from exc
+            raise
+
+    return engine
+
+
+def _readable(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has something to read: a server that ends a session
+    (a restart, pg_terminate_backend, idle_session_timeout) says so and closes it; one system call,
+    no round trip."""
+    try:
+        ready, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError, psycopg.Error):
+        return True  # closed already: let the ping fail and the pool replace it
+    return bool(ready)
 
 
 def _sqlite_engine(url: URL) -> sa.Engine:
