@@ -411,6 +411,11 @@ def _output(fleet: Fleet, num: int, step_name: str) -> str:
     return "".join(c["message"] for c in chunks) if status == 200 and chunks else ""
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="intermittent, open (#6): in about one full-suite run in three (never alone, nor under a "
+    "CPU hog) the canceled step still ran 5 s later; the cause is not found yet",
+)
 def test_live_output_and_cancel_reach_the_worker(redis: Redis, fleet_factory: Callable[..., Fleet]) -> None:
     marker = "62.75"
     fleet = fleet_factory(
