@@ -34,25 +34,11 @@ from circlet.core.model import Outcome
 from circlet.core.ports import RunRequest
 from circlet.core.workers import HeartbeatReply, WorkerInfo
 from circlet.executors.celery_app import TASK_NAME, decode_message, make_celery, queue_name
+from circlet.executors.protocol import RUNNER_ENV
 from circlet.runner.process import kill_recorded_groups, reap_orphans
 
 log = logging.getLogger("circlet.worker")
 
-# What a runner process inherits from the worker (as executors/child.py's CHILD_ENV for the
-# local executor): nothing of the worker's credentials.
-RUNNER_ENV = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "USER",
-    "LOGNAME",
-    "TMPDIR",
-    "HOME",
-    "XDG_RUNTIME_DIR",
-    "PYTHONPATH",
-)
 FENCE_FRACTION = 0.9  # of the server's lost_after: stop our builds before the server retries them
 
 

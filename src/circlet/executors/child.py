@@ -37,26 +37,13 @@ from typing import IO, Any
 from circlet.core.model import Action, Message, Outcome
 from circlet.core.ports import LogWriter, RunReporter, RunRequest
 from circlet.executors import protocol
+from circlet.executors.protocol import RUNNER_ENV
 from circlet.runner.process import kill_recorded_groups
 
 log = logging.getLogger("circlet.executors.child")
 
 START_DELAY = 0.02  # seconds a step's "started" is held back (PipeReporter)
 
-# What a runner process inherits from the server; steps get a subset of this (runner/workspace.py).
-CHILD_ENV = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "USER",
-    "LOGNAME",
-    "TMPDIR",
-    "HOME",
-    "XDG_RUNTIME_DIR",
-    "PYTHONPATH",
-)
 
 
 # ---------------------------------------------------------------- in the child
@@ -301,7 +288,7 @@ class ProcessRunner:
     def start(self) -> None:
         """Start the child now if it is not running (to have it warm before the first build)."""
         if self._proc is None or self._proc.poll() is not None:
-            env = {name: os.environ[name] for name in CHILD_ENV if name in os.environ}
+            env = {name: os.environ[name] for name in RUNNER_ENV if name in os.environ}
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE,

@@ -13,6 +13,22 @@ from circlet.core.model import Action, ActionStatus, Message, Project, VcsType
 from circlet.core.plan import JobPlan
 from circlet.core.ports import RunRequest
 
+# What a runner process inherits from the server (local executor) or the worker (celery): no
+# credentials of either; steps get a subset of this (runner/workspace.py).
+RUNNER_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "PYTHONPATH",
+)
+
 
 def _time(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
