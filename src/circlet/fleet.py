@@ -14,8 +14,11 @@ waiting builds.
   3. gives each waiting build a message while no worker serves its resource class (removed when
      one comes), and publishes again a build whose message may have been lost (the broker
      restarted empty, or was down when it was submitted): never published, or published more
-     than `resubmit_after` seconds ago while a worker of its class had a free slot. A duplicate
-     message is harmless: the service refuses to start a build twice (build_started).
+     than `resubmit_after` seconds ago while a worker of its class had a free slot. A running
+     build of several containers some of which have not started is watched the same way (only
+     their messages are sent again). A duplicate message is harmless: the service refuses to
+     start a build or container twice (build_started), and the worker keeps listing the one it
+     runs (worker.py).
 
 Thread-safety: every method may be called from any thread; build rows are changed under the
 service's lock, through its own verbs.
@@ -31,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from circlet.core.model import ActionStatus, Build, Lifecycle, Outcome, Why
+from circlet.core.model import ActionStatus, Build, Lifecycle, Message, Outcome, Why
 from circlet.core.workers import (
     LOST_AFTER,
     HeartbeatReply,
@@ -40,6 +43,7 @@ from circlet.core.workers import (
     WorkerState,
     WorkerStore,
     all_started,
+    crash_message,
     is_lost,
     lost_message,
     orphan_message,
@@ -48,6 +52,7 @@ from circlet.core.workers import (
     serves,
     should_retry,
     to_cancel,
+    unstarted_containers,
     waiting_message,
 )
 
@@ -56,9 +61,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("circlet.fleet")
 
+# Publishes a build's task messages again: those of the given containers (None: every one).
+Publish = Callable[[frozenset[int] | None], bool]
+
 WAITING = (Lifecycle.NOT_RUNNING, Lifecycle.QUEUED)
 FORGET_AFTER = timedelta(days=1)  # a lost or stopped worker stays listed this long
 FORGET_EVERY = 600  # sweeps
+ENDED_KEPT = 10_000  # lost builds remembered, so that none is ended (and retried) twice
 
 
 @dataclass
@@ -66,7 +75,7 @@ class _Pending:
     """A submitted build not yet started, as the executor published it."""
 
     resource_class: str
-    publish: Callable[[], bool]  # sends the message again; True when the broker took it
+    publish: Publish  # sends the messages of the given containers (None: all); True when the broker took them
     published_at: float | None  # monotonic time of the last publish that worked
     noted: bool = False  # it carries the "no worker serves its class" message
 
@@ -96,6 +105,7 @@ class Fleet:
         self.clock = clock
         self._circlet: Circlet | None = None
         self._pending: dict[int, _Pending] = {}
+        self._ended: dict[int, None] = {}  # builds ended as lost here, oldest first
         self._listed: dict[int, datetime] = {}  # running build -> when a heartbeat last listed it
         self._alive: set[str] = set()  # workers whose last heartbeat here found them alive
         self._sweeps = 0
@@ -160,6 +170,12 @@ class Fleet:
             for build_id in info.running:
                 self._listed[build_id] = now
         store = self.circlet.store
+        for build_id in info.crashed:  # its runner died there: end it now, not after lost_after
+            build = store.get_build_by_id(build_id)
+            worker = self.workers.get_worker(info.name)
+            running_here = build is not None and info.name in running_workers(build)
+            if build is not None and build.lifecycle is Lifecycle.RUNNING and worker and running_here:
+                self._end_lost(build, worker, now, why=crash_message(worker))
         cancel = to_cancel(info.name, {b: store.get_build_by_id(b) for b in info.running})
         if cancel:
             log.info("event=worker_told_to_cancel name=%s builds=%s", info.name, list(cancel))
@@ -170,13 +186,16 @@ class Fleet:
 
     # ------------------------------------------------------------ waiting builds
 
-    def submitted(self, build_id: int, resource_class: str, publish: Callable[[], bool]) -> None:
-        """The executor hands over a build: publish it now, and again if its message seems lost."""
-        pending = _Pending(resource_class=resource_class, publish=publish, published_at=None)
+    def submitted(self, build_id: int, resource_class: str, publish: Publish) -> None:
+        """The executor hands over a build: publish it now, and again if its message seems lost.
+
+        The sweeper sees the build only once this first publish is over: seen while it was in
+        flight, it looked never published and was published a second time (two tasks for one
+        container: the service refuses the second start, but it is work for nothing)."""
+        published_at = time.monotonic() if publish(None) else None
+        pending = _Pending(resource_class=resource_class, publish=publish, published_at=published_at)
         with self._lock:
             self._pending[build_id] = pending
-        if publish():
-            pending.published_at = time.monotonic()
 
     def forget(self, build_id: int) -> None:
         with self._lock:
@@ -202,7 +221,7 @@ class Fleet:
         if now - self._started_at <= timedelta(seconds=self.lost_after):
             # Just started: workers could not reach a server that was not running; give them
             # a full lost_after to speak before judging them or their builds.
-            self._watch_waiting(list(workers.values()))
+            self._watch_waiting(list(workers.values()), self.circlet.store.builds_in((Lifecycle.RUNNING,)))
             return lost
         cutoff = now - timedelta(seconds=self.lost_after)
         with self._lock:
@@ -233,12 +252,26 @@ class Fleet:
                 # Its worker is unknown (it died while no server ran), or alive but has not
                 # listed the build in its heartbeats for lost_after: its runner is gone.
                 self._end_lost(build, owner, now, orphaned=owner is not None)
-        self._watch_waiting(list(workers.values()))
+        self._watch_waiting(list(workers.values()), running)
         return lost
 
-    def _end_lost(self, build: Build, owner: Worker | None, now: datetime, *, orphaned: bool = False) -> None:
+    def _end_lost(
+        self,
+        build: Build,
+        owner: Worker | None,
+        now: datetime,
+        *,
+        orphaned: bool = False,
+        why: Message | None = None,
+    ) -> None:
         circlet = self.circlet
         build_id = build.id or 0
+        with self._lock:  # the sweeper and a heartbeat may both find it: end and retry it once
+            if build_id in self._ended:
+                return
+            self._ended[build_id] = None
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.pop(next(iter(self._ended)))
         if owner is None:
             owner = Worker(
                 info=WorkerInfo(
@@ -255,7 +288,7 @@ class Fleet:
                 circlet.store.save_action(
                     build_id, replace(action, status=ActionStatus.INFRASTRUCTURE_FAIL, end_time=now)
                 )
-        why = orphan_message(owner) if orphaned else lost_message(owner, now)
+        why = why or (orphan_message(owner) if orphaned else lost_message(owner, now))
         circlet.build_finished(build_id, Outcome.INFRASTRUCTURE_FAIL, now, (why,))
         log.warning("event=build_lost build_id=%s worker=%s retry=%s", build_id, owner.name, retry)
         if build.outcome is Outcome.CANCELED:
@@ -283,9 +316,12 @@ class Fleet:
                 problem = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         circlet.add_build_message(build_id, retry_message(retry_num, problem if retry else None))
 
-    def _watch_waiting(self, workers: list[Worker]) -> None:
+    def _watch_waiting(self, workers: list[Worker], running: list[Build]) -> None:
+        """Waiting builds, and running ones some of whose containers have not started (their
+        messages can be lost the same way): the no-worker note, and publishing again."""
         circlet = self.circlet
         waiting = {b.id or 0: b for b in circlet.store.builds_in(WAITING) if b.outcome is None}
+        waiting.update({b.id or 0: b for b in running if b.outcome is None and not all_started(b)})
         with self._lock:
             gone = {b: self._pending.pop(b) for b in list(self._pending) if b not in waiting}
             pending = dict(self._pending)
@@ -312,7 +348,8 @@ class Fleet:
                 for w in workers
             )
             stale = entry.published_at is None or (now - entry.published_at > self.resubmit_after and free)
-            if stale and entry.publish():
+            nodes = unstarted_containers(build) if build.lifecycle is Lifecycle.RUNNING else None
+            if stale and entry.publish(nodes):
                 if entry.published_at is not None:
-                    log.warning("event=build_republished build_id=%s", build_id)
+                    log.warning("event=build_republished build_id=%s containers=%s", build_id, nodes or "all")
                 entry.published_at = now

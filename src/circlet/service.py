@@ -74,9 +74,11 @@ from circlet.core.workers import (
     HeartbeatReply,
     Worker,
     WorkerInfo,
+    all_started,
     containers_of,
     finish_container,
     start_container,
+    unstarted_containers,
     without_waiting_note,
 )
 from circlet.core.workflow import WorkflowGraph
@@ -189,7 +191,12 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
         ended: list[Build] = []
         for build in self.store.builds_in((Lifecycle.RUNNING, Lifecycle.SCHEDULED)):
             if self.fleet is not None and self.fleet.adopts(build):
-                continue  # it runs on a worker that outlived us; the fleet watches its heartbeats
+                # It runs on a worker that outlived us; the fleet watches its heartbeats. Its
+                # containers not started yet are published again (the broker may have lost
+                # them; those that did start refuse the duplicates).
+                if build.outcome is None and not all_started(build):
+                    self._dispatch(build)
+                continue
             with self._lock:
                 for action in self.store.list_actions(build.id or 0):
                     if action.status is ActionStatus.RUNNING:
@@ -454,8 +461,14 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
             branch = project.default_branch
         if self.workflows is not None:
             return self.workflows.trigger(
-                project, branch=branch, tag=tag, revision=revision, parameters=parameters, why=why,
-                user_id=user_id, workflow=workflow,
+                project,
+                branch=branch,
+                tag=tag,
+                revision=revision,
+                parameters=parameters,
+                why=why,
+                user_id=user_id,
+                workflow=workflow,
             )
         try:
             return self.trigger(project, branch=branch, tag=tag, revision=revision, user_id=user_id)
@@ -606,6 +619,11 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
             self.store.save_build(build)
             self._touch(build.project_id)
         self.dispatcher.cancel(build.id or 0)
+        if build.lifecycle is Lifecycle.RUNNING and containers_of(build):
+            # Containers (celery tasks) not started yet will never run: they end canceled now,
+            # so the build ends with its running ones instead of waiting for free slots.
+            for node in sorted(unstarted_containers(build)):
+                self.build_finished(build.id or 0, Outcome.CANCELED, self.clock(), (), node=node)
         if self.workflows is not None:
             self.workflows.build_changed(build.id or 0)
         log.info("event=build_canceled project=%s build_num=%s", project.slug, build_num)
@@ -982,8 +1000,11 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
                 self._project_of_build[build_id] = started.project_id
         if started is None:
             canceled = build is not None and build.outcome is Outcome.CANCELED
-            if canceled and build is not None and build.lifecycle is Lifecycle.RUNNING and (
-                node not in containers_of(build)
+            if (
+                canceled
+                and build is not None
+                and build.lifecycle is Lifecycle.RUNNING
+                and (node not in containers_of(build))
             ):
                 self.build_finished(build_id, Outcome.CANCELED, at, (), node=node)
             return False

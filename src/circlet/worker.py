@@ -179,6 +179,7 @@ class WorkerAgent:
         self.stopping = False
         self._lock = threading.Lock()
         self._running: dict[tuple[int, int], SlotProcess] = {}  # started (build id, node)
+        self._crashed: set[int] = set()  # builds whose runner process died, until the server heard
         self._busy = 0
         self._slots = threading.local()
         self._all: list[SlotProcess] = []
@@ -193,6 +194,16 @@ class WorkerAgent:
     def _started(self, build_id: int, node: int, slot: SlotProcess) -> None:
         with self._lock:
             self._running[(build_id, node)] = slot
+
+    def _finished(self, build_id: int, node: int, slot: SlotProcess) -> None:
+        """A slot is done with a task. Only its own record goes: the same container delivered
+        twice (a redelivered or republished message) is refused by the server on the second
+        slot, and that slot ending must not make the first one's container unlisted, which
+        would leave it deaf to a cancel and, unlisted for lost_after, ended as lost."""
+        with self._lock:
+            self._busy -= 1
+            if self._running.get((build_id, node)) is slot:
+                del self._running[(build_id, node)]
 
     def _slots_of(self, build_id: int) -> list[SlotProcess]:
         """The slots running containers of the build (two of its containers may run here)."""
@@ -218,10 +229,11 @@ class WorkerAgent:
         try:
             outcome = slot.run(request, node, message)
             log.info("event=build_done build_id=%s node=%s outcome=%s", request.build_id, node, outcome)
+            if outcome is None:  # its runner died: tell the server now rather than let it time out
+                with self._lock:
+                    self._crashed.add(request.build_id)
         finally:
-            with self._lock:
-                self._busy -= 1
-                self._running.pop((request.build_id, node), None)
+            self._finished(request.build_id, node, slot)
 
     # ------------------------------------------------------------ heartbeat
 
@@ -229,6 +241,7 @@ class WorkerAgent:
         with self._lock:
             running = tuple(sorted({build_id for build_id, _ in self._running}))
             busy = self._busy
+            crashed = tuple(sorted(self._crashed))
         return WorkerInfo(
             name=self.options.name,
             host=self.options.host,
@@ -239,12 +252,14 @@ class WorkerAgent:
             running=running,
             version=__version__,
             stopping=self.stopping,
+            crashed=crashed,
         )
 
     def beat(self) -> HeartbeatReply | None:
         """One heartbeat: report, obey the reply; fence when the server has been out of reach."""
+        info = self.info()
         try:
-            reply: HeartbeatReply = self.client.heartbeat(self.info())
+            reply: HeartbeatReply = self.client.heartbeat(info)
         except Exception as exc:
             silent = time.monotonic() - self._last_ok
             log.warning("event=heartbeat_failed silent_s=%.1f error=%r", silent, exc)
@@ -252,6 +267,8 @@ class WorkerAgent:
                 self.fence_all()
             return None
         self._last_ok = time.monotonic()
+        with self._lock:
+            self._crashed.difference_update(info.crashed)
         self._interval = reply.interval
         self._lost_after = reply.lost_after
         for build_id in reply.cancel:

@@ -140,7 +140,7 @@ def test_should_retry(build: Build, retry: bool) -> None:
 
 
 def test_info_and_reply_round_trip_as_json() -> None:
-    info = replace(INFO, running=(3, 4), busy=2, version="1.2", stopping=True)
+    info = replace(INFO, running=(3, 4), busy=2, version="1.2", stopping=True, crashed=(5,))
     reply = HeartbeatReply(cancel=(4,), interval=0.25, lost_after=9.0)
 
     assert WorkerInfo.from_dict(info.to_dict()) == info
@@ -191,15 +191,17 @@ class Env:
     clock: Clock
     project: Project
     published: list[int]
+    nodes: list[frozenset[int] | None]  # what each publish sent (None: every container)
 
-    def trigger(self, job: str = "build") -> Build:
-        build = self.svc.trigger(self.project, job=job)
+    def trigger(self, job: str = "build", parallel: int | None = None) -> Build:
+        build = self.svc.trigger(self.project, job=job, parallel=parallel)
         self.fleet.submitted(build.id or 0, "large" if job == "big" else "medium", self._publisher(build))
         return build
 
     def _publisher(self, build: Build) -> object:
-        def publish() -> bool:
+        def publish(nodes: frozenset[int] | None = None) -> bool:
             self.published.append(build.id or 0)
+            self.nodes.append(nodes)
             return True
 
         return publish
@@ -235,7 +237,16 @@ def env() -> Iterator[Env]:
     project = svc.add_project(vcs_type="gh", username="acme", reponame="widget", repo_url=URL)
     fleet.start()  # (the sweeper thread runs every second; the tests call sweep() themselves)
     fleet.stop()
-    yield Env(svc=svc, fleet=fleet, workers=workers, store=store, clock=clock, project=project, published=[])
+    yield Env(
+        svc=svc,
+        fleet=fleet,
+        workers=workers,
+        store=store,
+        clock=clock,
+        project=project,
+        published=[],
+        nodes=[],
+    )
 
 
 def test_heartbeat_records_the_worker_and_lists_it(env: Env) -> None:
@@ -414,13 +425,108 @@ def test_unpublished_build_is_published_by_the_sweeper(env: Env) -> None:
     build = env.svc.trigger(env.project)
     attempts: list[bool] = [False, True]  # the broker is down, then back
 
-    def publish() -> bool:
+    def publish(nodes: frozenset[int] | None = None) -> bool:
         return attempts.pop(0)
 
     env.fleet.submitted(build.id or 0, "medium", publish)
     env.fleet.sweep()
 
     assert attempts == []
+
+
+def test_a_build_whose_first_publish_is_in_flight_is_not_published_again(env: Env) -> None:
+    build = env.svc.trigger(env.project)
+    calls: list[int] = []
+
+    def publish(nodes: frozenset[int] | None = None) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            env.fleet.sweep()  # the sweeper runs while the executor's first publish is under way
+        return True
+
+    env.fleet.submitted(build.id or 0, "medium", publish)
+    env.fleet.sweep()
+
+    assert calls == [1]
+
+
+def test_containers_that_never_started_are_published_again(env: Env) -> None:
+    build = env.trigger(parallel=3)
+    env.svc.worker_heartbeat(INFO)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=1)
+    env.fleet.resubmit_after = 0.0
+
+    env.fleet.sweep()  # running, but containers 0 and 2 never came: their messages were lost
+
+    assert env.nodes == [None, frozenset({0, 2})]
+    for node in (0, 2):
+        assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=node)
+    env.fleet.sweep()
+    assert len(env.nodes) == 2  # all started: nothing more to publish
+
+
+def test_cancel_ends_the_containers_that_never_started(env: Env) -> None:
+    build = env.trigger(parallel=3)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=0)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=1)
+    env.svc.build_finished(build.id or 0, Outcome.SUCCESS, env.clock(), node=1)
+
+    env.svc.cancel(env.project, build.build_num)  # container 2 never started
+    assert env.get(build).lifecycle is Lifecycle.RUNNING  # container 0 still runs
+    env.svc.build_finished(build.id or 0, Outcome.CANCELED, env.clock(), node=0)
+
+    done = env.get(build)
+    assert (done.lifecycle, done.outcome) == (Lifecycle.FINISHED, Outcome.CANCELED)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w2", node=2) is False  # its late message
+
+
+def test_cancel_after_the_started_containers_ended_ends_the_build(env: Env) -> None:
+    build = env.trigger(parallel=2)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=0)
+    env.svc.build_finished(build.id or 0, Outcome.SUCCESS, env.clock(), node=0)
+
+    env.svc.cancel(env.project, build.build_num)
+
+    done = env.get(build)
+    assert (done.lifecycle, done.outcome) == (Lifecycle.FINISHED, Outcome.CANCELED)
+
+
+def test_restart_publishes_again_the_containers_of_a_running_build_that_never_started(env: Env) -> None:
+    build = env.trigger(parallel=2)
+    assert env.svc.build_started(build.id or 0, env.clock(), "w1", node=0)
+    dispatcher = env.svc.dispatcher
+    assert isinstance(dispatcher, RecordingDispatcher)
+    before = len(dispatcher.submitted)
+
+    env.svc.recover()  # as on a server start
+
+    assert [r.build_id for r in dispatcher.submitted[before:]] == [build.id]
+    assert env.get(build).lifecycle is Lifecycle.RUNNING
+
+
+def test_a_crashed_runner_ends_its_build_at_once_and_it_is_retried_once(env: Env) -> None:
+    build = env.trigger()
+    env.svc.worker_heartbeat(replace(INFO, busy=1, running=(build.id or 0,)))
+    env.start(build)
+
+    env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # no waiting for lost_after
+    env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # said again (reply was lost)
+    env.clock.tick(31)
+    env.fleet.sweep()  # ... nor does the sweeper end it a second time
+
+    lost = env.get(build)
+    assert lost.outcome is Outcome.INFRASTRUCTURE_FAIL
+    assert "the runner process of worker w1 (host ci-1) died" in lost.messages[0].message
+    assert [b.retry_of for b in env.builds()] == [None, build.build_num]
+
+
+def test_a_crash_reported_by_a_worker_that_does_not_run_the_build_is_ignored(env: Env) -> None:
+    build = env.trigger()
+    env.start(build, "w2")
+
+    env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # w1 says so
+
+    assert env.get(build).lifecycle is Lifecycle.RUNNING
 
 
 def test_message_added_once(env: Env) -> None:

@@ -44,6 +44,7 @@ class WorkerInfo:
     running: tuple[int, ...] = ()  # ids of the builds running now
     version: str = ""
     stopping: bool = False  # the worker shuts down (warm): takes no more work
+    crashed: tuple[int, ...] = ()  # builds whose runner process died here (said until heard)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class WorkerInfo:
             "running": list(self.running),
             "version": self.version,
             "stopping": self.stopping,
+            "crashed": list(self.crashed),
         }
 
     @classmethod
@@ -74,6 +76,7 @@ class WorkerInfo:
             running=tuple(int(b) for b in data.get("running", ())),
             version=str(data.get("version", "")),
             stopping=bool(data.get("stopping", False)),
+            crashed=tuple(int(b) for b in data.get("crashed", ())),
         )
 
 
@@ -189,6 +192,11 @@ def all_started(build: Build) -> bool:
     return not containers or len(containers) >= max(1, build.parallel)
 
 
+def unstarted_containers(build: Build) -> frozenset[int]:
+    """The node indexes of the build's containers that have not started."""
+    return frozenset(range(max(1, build.parallel))) - containers_of(build).keys()
+
+
 def _with_containers(build: Build, containers: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     return {**build.extra, CONTAINERS: {str(n): dict(e) for n, e in sorted(containers.items())}}
 
@@ -285,6 +293,16 @@ def orphan_message(worker: Worker) -> Message:
         reason="infrastructure",
         message=f"worker {worker.name} (host {worker.info.host}) no longer runs this build: its runner "
         "stopped without reporting the end (it lost contact with the server for too long, or crashed).",
+    )
+
+
+def crash_message(worker: Worker) -> Message:
+    """The message of a build whose runner process died on its (still answering) worker."""
+    return Message(
+        type="error",
+        reason="infrastructure",
+        message=f"the runner process of worker {worker.name} (host {worker.info.host}) died while "
+        "running this build (killed, or out of memory); its steps were stopped.",
     )
 
 

@@ -54,10 +54,11 @@ class CeleryExecutor:
         queue = queue_name(request.plan.resource_class)
         build_id = request.build_id
 
-        def publish() -> bool:
+        def publish(only: frozenset[int] | None = None) -> bool:
+            chosen = [m for node, m in zip(nodes, messages, strict=True) if only is None or node in only]
             try:
                 with self._lock:
-                    for message in messages:  # a started container refuses a duplicate
+                    for message in chosen:  # a started container refuses a duplicate
                         self.app.send_task(
                             TASK_NAME,
                             args=[message],
@@ -69,9 +70,7 @@ class CeleryExecutor:
             except Exception as exc:  # the broker is down or restarting: the fleet tries again
                 log.warning("event=publish_failed build_id=%s queue=%s error=%r", build_id, queue, exc)
                 return False
-            log.info(
-                "event=build_published build_id=%s queue=%s containers=%s", build_id, queue, len(messages)
-            )
+            log.info("event=build_published build_id=%s queue=%s containers=%s", build_id, queue, len(chosen))
             return True
 
         self.fleet.submitted(build_id, request.plan.resource_class, publish)

@@ -1,0 +1,92 @@
+"""The worker's bookkeeping of what its slots run (worker.py WorkerAgent), on a fake server client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from circlet.core.workers import HeartbeatReply, WorkerInfo
+from circlet.worker import WorkerAgent, WorkerOptions
+
+
+class Slot:
+    """Stands for a slot's runner process: records what the heartbeat sends it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+class Server:
+    def __init__(self, cancel: tuple[int, ...] = ()) -> None:
+        self.cancel = cancel
+        self.seen: list[WorkerInfo] = []
+
+    def heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
+        self.seen.append(info)
+        return HeartbeatReply(cancel=self.cancel, interval=0.5, lost_after=3.0)
+
+
+def agent(server: Server, tmp_path: Path) -> WorkerAgent:
+    options = WorkerOptions(
+        server="http://127.0.0.1:1",
+        token="t",
+        broker_url="redis://127.0.0.1:1/0",
+        resource_classes=("medium",),
+        slots=2,
+        name="w1",
+        host="ci-1",
+        workspaces=tmp_path,
+    )
+    return WorkerAgent(options, server)
+
+
+def test_a_duplicate_task_ending_leaves_the_running_container_listed_and_cancelable(tmp_path: Path) -> None:
+    server = Server(cancel=(7,))
+    worker = agent(server, tmp_path)
+    first, duplicate = Slot(), Slot()
+    worker._busy = 2  # both slots took a task for container 0 of build 7
+    worker._started(7, 0, first)  # type: ignore[arg-type]  # the server let the first one start
+    # The duplicate was refused by the server (never started) and is over:
+    worker._finished(7, 0, duplicate)  # type: ignore[arg-type]
+
+    worker.beat()
+
+    assert server.seen[-1].running == (7,) and server.seen[-1].busy == 1
+    assert first.sent == [{"op": "cancel", "build_id": 7}]
+    assert duplicate.sent == []
+
+
+def test_a_finished_container_is_no_longer_listed(tmp_path: Path) -> None:
+    server = Server()
+    worker = agent(server, tmp_path)
+    slot = Slot()
+    worker._busy = 1
+    worker._started(7, 0, slot)  # type: ignore[arg-type]
+    worker._finished(7, 0, slot)  # type: ignore[arg-type]
+
+    worker.beat()
+
+    assert server.seen[-1].running == () and server.seen[-1].busy == 0
+
+
+def test_a_crash_is_said_until_the_server_heard_it(tmp_path: Path) -> None:
+    server = Server()
+    worker = agent(server, tmp_path)
+    worker._crashed.add(7)  # (what run() records when its runner process died)
+
+    class Down:
+        def heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
+            raise ConnectionError("server unreachable")
+
+    worker.client = Down()
+    worker.beat()
+    assert worker.info().crashed == (7,)
+
+    worker.client = server
+    worker.beat()
+    worker.beat()
+
+    assert [info.crashed for info in server.seen] == [(7,), ()]
