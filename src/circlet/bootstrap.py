@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circlet.core.ports import Dispatcher
+from circlet.core.retention import RetentionPolicy
 from circlet.executors.celery_app import make_celery
 from circlet.executors.celery_exec import CeleryExecutor
 from circlet.executors.child import ProcessRunner, groups_dir
 from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
 from circlet.fleet import Fleet
 from circlet.http.deps import Services
+from circlet.janitor import BlobJanitor
 from circlet.notify import Notifier
 from circlet.poller import BranchPoller, Pushes
 from circlet.runner import sandbox
@@ -39,6 +41,7 @@ class App:
     services: Services
     poller: BranchPoller | None = None  # started and stopped by `circlet serve`
     scheduler: Scheduler | None = None  # scheduled workflows; started by `circlet serve`
+    janitor: BlobJanitor | None = None  # expired artifacts, caches, workspaces; started by `serve`
 
     def stop(self) -> None:
         """Stop polling and scheduling, then running builds. Idempotent."""
@@ -46,6 +49,8 @@ class App:
             self.poller.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.janitor is not None:
+            self.janitor.stop()
         self.circlet.stop()
 
 
@@ -112,8 +117,9 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
         resubmit_after=settings.resubmit_after,
         sweeping=settings.executor == "celery",
     )
+    blobs = FileBlobStore(settings.blobs_dir)
     circlet = Circlet(
-        blobs=FileBlobStore(settings.blobs_dir),
+        blobs=blobs,
         fleet=fleet,
         store=store,
         logs=logs,
@@ -133,4 +139,12 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
         services=Services(circlet=circlet, links=links, worker_token=settings.worker_token, pushes=pushes),
         poller=BranchPoller(pushes, interval=settings.poll_interval),
         scheduler=Scheduler(circlet, SqlScheduleStore(engine), enabled=settings.scheduler),  # schedules.md
+        janitor=BlobJanitor(
+            blobs,
+            RetentionPolicy(
+                artifact_days=settings.artifact_days,
+                cache_days=settings.cache_days,
+                workspace_days=settings.workspace_days,
+            ),
+        ),
     )

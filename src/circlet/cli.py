@@ -67,6 +67,8 @@ def serve(host: str | None, port: int | None, slots: int | None) -> None:
         app.poller.start()  # CIRCLET_POLL_INTERVAL > 0 only
     if app.scheduler is not None:
         app.scheduler.start()  # scheduled workflows; CIRCLET_SCHEDULER=off: `schedule run-due` only
+    if app.janitor is not None:
+        app.janitor.start()  # expired artifacts, caches, workspaces (CIRCLET_*_DAYS)
     click.echo(f"circlet {__version__} serving {settings.effective_base_url}")
     click.echo(f"  data folder: {settings.data_dir}")
     click.echo(f"  database:    {_safe_url(settings.effective_database_url)}")
@@ -447,6 +449,28 @@ def build(path: Path, job: str, env_pairs: tuple[str, ...]) -> None:
     except CircletError as exc:
         raise click.ClickException(exc.message) from exc
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def blobs() -> None:
+    """Artifacts, caches and workspace layers kept by this server."""
+
+
+@blobs.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only say what has expired.")
+def blobs_prune(dry_run: bool) -> None:
+    """Delete expired artifacts, caches and workspaces now (the server also does it every hour).
+
+    Kept: artifacts CIRCLET_ARTIFACT_DAYS (30), caches CIRCLET_CACHE_DAYS (15), workspaces
+    CIRCLET_WORKSPACE_DAYS (15) days; 0 keeps them for ever."""
+    app = _app(_settings())
+    if app.janitor is None:
+        raise click.ClickException("this circlet has no blob store")
+    found = app.janitor.prune(dry_run=dry_run)
+    for prefix in found.prefixes:
+        click.echo(prefix)
+    verb = "expired (not deleted: --dry-run)" if dry_run else "deleted"
+    click.echo(f"{len(found.prefixes)} units, {found.blobs} blobs, {found.bytes} bytes {verb}")
 
 
 main.add_command(fleet_cli.worker)  # `circlet worker`, `circlet workers` (fleet_cli.py, docs/workers.md)

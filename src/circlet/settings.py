@@ -54,6 +54,9 @@ class Settings:
     push_secret: str = ""  # push webhooks' secret for projects without CIRCLET_PUSH_SECRET; "" = none
     resubmit_after: float = 30.0  # seconds before a waiting build's broker message is sent again
     scheduler: bool = True  # `serve` runs scheduled workflows at their minutes (docs/schedules.md)
+    artifact_days: float = 30.0  # days artifacts are kept; 0 = for ever (core/retention.py)
+    cache_days: float = 15.0  # days a saved cache is kept
+    workspace_days: float = 15.0  # days a workflow's workspace layers are kept
 
     @property
     def effective_database_url(self) -> str:
