@@ -10,6 +10,13 @@ in `Circle-Token`, in Basic auth, or in `?circle-token=`, also when a client app
 Files are streamed from the blob store in 1 MiB reads, never loaded whole. They are the
 build's own files: served with their guessed Content-Type, `nosniff`, and a `sandbox` content
 security policy so that an HTML artifact cannot run script as the API's origin.
+
+Downloads resume (RFC 9110 14): `HEAD` answers GET's status and headers without a body, and a
+single `Range: bytes=A-B | A- | -N` gets 206 with those bytes (a seek when the blob's stream
+can, else skipped by reading), or 416 `{"message"}` with `Content-Range: bytes */SIZE` when it
+starts past the end. A malformed Range, or several ranges, is ignored: 200 with the whole file.
+Every answer carries `ETag` (size and write time) and `Last-Modified`; an `If-Range` naming
+neither (or a weak tag) also gets the whole file, so a resume never splices two versions.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import mimetypes
 import time
 from collections.abc import Iterator
-from typing import IO
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import IO, Literal
 from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter
@@ -26,7 +35,7 @@ from starlette.responses import Response, StreamingResponse
 
 from circlet.core import signing
 from circlet.core.blobkeys import artifact_key, artifacts_prefix, parse_artifact_key
-from circlet.core.blobs import BlobNotFound, InvalidBlobKey
+from circlet.core.blobs import BlobInfo, BlobNotFound, InvalidBlobKey
 from circlet.core.errors import NotFound
 from circlet.core.model import Build, Project, Scope
 from circlet.http.deps import project_access, services, token_secret
@@ -40,6 +49,8 @@ P = "/project/{vcs_type}/{username}/{reponame}"
 URL_LIFETIME = 7 * 24 * 3600  # seconds a signed artifact url stays valid (as output_url)
 CHUNK = 1 << 20
 MAX_NUMBER = 2**63 - 1
+UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
+BEYOND = 2**64  # stands for any byte position with more than 20 digits (past every blob's end)
 
 
 def artifact_path(project: Project, build_num: int, node_index: int, path: str) -> str:
@@ -85,18 +96,66 @@ def artifacts_response(request: Request, project: Project, build: Build) -> Resp
     )
 
 
+RANGE_HEADERS = {
+    "Accept-Ranges": {"description": "Always `bytes`.", "schema": {"const": "bytes"}},
+    "ETag": {"description": "A strong tag of this version of the file.", "schema": {"type": "string"}},
+    "Last-Modified": {"description": "When the file was stored.", "schema": {"type": "string"}},
+}
+DOWNLOAD_ANSWERS = answers(
+    200,
+    None,
+    "The file's bytes. `HEAD` on the same URL answers the same headers without them.",
+    403,
+    404,
+    headers=RANGE_HEADERS,
+    content={"application/octet-stream": {"schema": {}}},
+) | {
+    206: {
+        "description": "The bytes of a single `Range: bytes=A-B`, `bytes=A-` or `bytes=-N` "
+        "(unless `If-Range` names another version); `Content-Range: bytes A-B/SIZE`.",
+        "headers": RANGE_HEADERS
+        | {"Content-Range": {"description": "`bytes A-B/SIZE`", "schema": {"type": "string"}}},
+        "content": {"application/octet-stream": {"schema": {}}},
+    },
+    416: {
+        "description": "The range starts past the end of the file; `Content-Range: bytes */SIZE`.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}},
+    },
+}
+RANGE_PARAMETERS = {
+    "parameters": [
+        {
+            "name": "Range",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "One byte range: `bytes=A-B`, `bytes=A-` or `bytes=-N`. "
+            "Anything else (several ranges, a malformed value) is ignored.",
+        },
+        {
+            "name": "If-Range",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The `ETag` or `Last-Modified` of the version the client holds: "
+            "Range is honoured only if it still names the file.",
+        },
+    ]
+}
+
+
 @router.get(
     P + "/{build_num}/artifacts/{node_index}/{path:path}",
     summary="Download one artifact",
-    responses=answers(
-        200, None, "The file's bytes.", 403, 404, content={"application/octet-stream": {"schema": {}}}
-    ),
+    responses=DOWNLOAD_ANSWERS,
+    openapi_extra=RANGE_PARAMETERS,
 )
 def download(
     request: Request, vcs_type: str, username: str, reponame: str, build_num: str, node_index: str, path: str
 ) -> Response:
-    """One artifact's bytes, streamed. A valid signature (`expires`, `sig` of the listed url)
-    stands in for a token; otherwise the caller needs view-builds on the project."""
+    """One artifact's bytes, streamed, whole or one byte range; on `HEAD` only the headers. A
+    valid signature (`expires`, `sig` of the listed url) stands in for a token; otherwise the
+    caller needs view-builds on the project."""
     svc = services(request)
     number, node = _number(build_num), _number(node_index)
     project = _signed_project(request, vcs_type, username, reponame, number, node, path)
@@ -109,32 +168,133 @@ def download(
     try:
         key = artifact_key(build.id, node, path)
         info = blobs.stat(key)
-        stream = blobs.open(key) if info is not None else None
-    except (InvalidBlobKey, BlobNotFound):
-        info, stream = None, None
-    if info is None or stream is None:
+    except InvalidBlobKey:
+        info = None
+    if info is None:
         raise NotFound("Artifact not found")
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if media_type.startswith("text/") or media_type in ("application/json", "application/javascript"):
         media_type += "; charset=utf-8"
+    etag, last_modified = entity_tag(info), http_date(info.created_at)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Last-Modified": last_modified,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    span = None
+    if wanted is not None and (if_range is None or if_range_holds(if_range, info)):
+        span = byte_range(wanted, info.size)
+    if span == UNSATISFIABLE:
+        headers["Content-Range"] = f"bytes */{info.size}"
+        message = f"Range not satisfiable: the artifact is {info.size} bytes long"
+        return json_response(request, {"message": message}, 416, headers=headers)
+    status, first, stop = 200, 0, info.size
+    if span is not None:
+        status, (first, stop) = 206, span
+        headers["Content-Range"] = f"bytes {first}-{stop - 1}/{info.size}"
+    headers["Content-Length"] = str(stop - first)
+    if request.method == "HEAD":
+        return Response(b"", status_code=status, media_type=media_type, headers=headers)
+    try:
+        stream = blobs.open(key)
+    except BlobNotFound:  # deleted since stat
+        raise NotFound("Artifact not found") from None
     return StreamingResponse(
-        read_chunks(stream),
-        media_type=media_type,
-        headers={
-            "Content-Length": str(info.size),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox",
-        },
+        read_chunks(stream, first, stop), status_code=status, media_type=media_type, headers=headers
     )
 
 
-def read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    """The stream in 1 MiB pieces, closed when read to its end or when the response is dropped."""
+# HEAD of a download: the same handler (it leaves the body out), not in the OpenAPI document.
+router.add_api_route(
+    P + "/{build_num}/artifacts/{node_index}/{path:path}", download, methods=["HEAD"], include_in_schema=False
+)
+
+
+def read_chunks(stream: IO[bytes], start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    """Bytes `start` to `stop` (exclusive; None: the end) of the stream in 1 MiB pieces, closed
+    when done or when the response is dropped. Reaches `start` by seeking when the stream can,
+    else by reading and dropping what comes before it."""
     try:
-        while chunk := stream.read(CHUNK):
+        if start and stream.seekable():
+            stream.seek(start)
+        else:
+            skip = start
+            while skip > 0 and (chunk := stream.read(min(CHUNK, skip))):
+                skip -= len(chunk)
+        left = None if stop is None else stop - start
+        while left is None or left > 0:
+            chunk = stream.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk
     finally:
         stream.close()
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
+    """The `(start, stop)` (stop exclusive) a `Range` header asks of `size` bytes (RFC 9110 14.1.2):
+    UNSATISFIABLE when it starts past the end (or asks anything of an empty file, or the last 0
+    bytes); None when it is to be ignored (the whole file): not `bytes`, malformed, an A-B with
+    B < A, or several ranges."""
+    unit, eq, spec = header.partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return None
+    parts = [part.strip() for part in spec.split(",") if part.strip()]
+    if len(parts) != 1:
+        return None
+    first_text, dash, last_text = parts[0].partition("-")
+    first, last = _position(first_text), _position(last_text)
+    if not dash or (first_text and first is None) or (last_text and last is None):
+        return None
+    if first is None:  # bytes=-N: the last N bytes
+        if last is None:
+            return None
+        if last == 0 or size == 0:
+            return UNSATISFIABLE
+        return max(size - last, 0), size
+    if last is not None and last < first:
+        return None
+    if first >= size:
+        return UNSATISFIABLE
+    return first, size if last is None else min(last + 1, size)
+
+
+def entity_tag(info: BlobInfo) -> str:
+    """A strong ETag of a blob: its size and write time in microseconds. A blob is replaced only
+    whole (BlobStore.put), so a new version gets a new time."""
+    micros = int(info.created_at.timestamp() * 1_000_000)
+    return f'"{info.size:x}-{micros:x}"'
+
+
+def http_date(when: datetime) -> str:
+    return format_datetime(when.replace(microsecond=0), usegmt=True)
+
+
+def if_range_holds(value: str, info: BlobInfo) -> bool:
+    """Whether `If-Range` names this version of the blob: its ETag (strong comparison, so never a
+    weak `W/` tag), or its Last-Modified date to the second."""
+    value = value.strip()
+    if value.startswith(("W/", '"')):
+        return value == entity_tag(info)
+    try:
+        date = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return False
+    return date.tzinfo is not None and date == info.created_at.replace(microsecond=0)
+
+
+def _position(text: str) -> int | None:
+    """A byte position of a Range header (ASCII digits only), or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0")
+    return BEYOND if len(digits) > 20 else int(digits or "0")
 
 
 def _number(text: str) -> int:
