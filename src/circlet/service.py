@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +95,7 @@ log = logging.getLogger("circlet.service")
 CONFIG_PATH = ".circleci/config.yml"
 OVERVIEW_WINDOW = 500  # newest builds of a project whose branches /projects lists
 DEFAULT_JOB = "build"
+_ASK = object()  # (view: "not known yet, ask the store")
 REFUSE_21 = "Triggering a single job is not supported for configurations that specify version: 2.1"
 MAX_PARALLEL = 100  # containers a trigger's `parallel` may ask for
 NO_SUCH_JOB = "Cannot find a job named `{job}` to run in the `jobs:` section of your configuration file."
@@ -741,9 +742,10 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
         """The build with this id as stored now (fresh: no cache); None when it is gone."""
         return self.store.get_build_by_id(build_id)
 
-    def status_of(self, build: Build) -> str:
+    def status_of(self, build: Build, retries: list[Build] | None = None) -> str:
         """The v1.1 status; for a build that finished through build_finished, the one decided
-        then (only `retried` can still change it: an infrastructure failure retried by circlet)."""
+        then (only `retried` can still change it: an infrastructure failure retried by circlet).
+        `retries`: the build's retries when known (else the store is asked when it matters)."""
         decided = build.extra.get("status")
         if isinstance(decided, str) and build.outcome is not Outcome.INFRASTRUCTURE_FAIL:
             return decided
@@ -755,32 +757,48 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
             previous_outcome = prev.outcome if prev else None
         auto_retried = False
         if build.outcome is Outcome.INFRASTRUCTURE_FAIL:
-            auto_retried = any(
-                r.why is Why.AUTO_RETRY for r in self.store.retries_of(build.project_id, build.build_num)
-            )
+            if retries is None:
+                retries = self.store.retries_of(build.project_id, build.build_num)
+            auto_retried = any(r.why is Why.AUTO_RETRY for r in retries)
         return derive_status(
             build.lifecycle, build.outcome, previous_outcome=previous_outcome, auto_retried=auto_retried
         )
 
     def view(
-        self, project: Project, build: Build, *, details: bool = True, shallow: bool = False
+        self,
+        project: Project,
+        build: Build,
+        *,
+        details: bool = True,
+        shallow: bool = False,
+        previous: object = _ASK,  # Build | None, or _ASK
+        previous_ok: object = _ASK,
+        retries: list[Build] | None = None,
     ) -> BuildView:
         """Gather what the API shows for a build: details add the actions; a shallow view (lists
-        with shallow=true) skips the related builds it does not show."""
-        status = self.status_of(build)
+        with shallow=true) skips the related builds it does not show. `previous`/`previous_ok`:
+        the builds already known (list_views), else the store is asked; `retries` likewise."""
+        status = self.status_of(build, retries)
         user = self.user(build.user_id)
         if shallow:
             return BuildView(project=project, build=build, status=status, user=user)
-        previous = self.store.previous_build(build.project_id, build.branch, build.job_name, build.build_num)
-        previous_ok = self.store.previous_build(
-            build.project_id,
-            build.branch,
-            build.job_name,
-            build.build_num,
-            finished_only=True,
-            outcome=Outcome.SUCCESS,
-        )
-        retries = tuple(r.build_num for r in self.store.retries_of(build.project_id, build.build_num))
+        if previous is _ASK:
+            previous = self.store.previous_build(
+                build.project_id, build.branch, build.job_name, build.build_num
+            )
+        if previous_ok is _ASK:
+            previous_ok = self.store.previous_build(
+                build.project_id,
+                build.branch,
+                build.job_name,
+                build.build_num,
+                finished_only=True,
+                outcome=Outcome.SUCCESS,
+            )
+        assert previous is None or isinstance(previous, Build)
+        assert previous_ok is None or isinstance(previous_ok, Build)
+        if retries is None:
+            retries = self.store.retries_of(build.project_id, build.build_num)
         return BuildView(
             project=project,
             build=build,
@@ -789,13 +807,66 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
             previous=previous,
             previous_status=self.status_of(previous) if previous else None,
             previous_successful=previous_ok,
-            retries=retries,
+            retries=tuple(r.build_num for r in retries),
             user=user,
             canceler=self.user(build.canceler_id),
         )
 
     def list_builds(self, query: BuildQuery) -> list[Build]:
         return self.store.list_builds(query)
+
+    def list_views(
+        self, projects: Mapping[int, Project], builds: list[Build], *, whole: bool
+    ) -> list[BuildView]:
+        """Summaries' views of a page of builds (`view(details=False)` each), with fewer queries.
+
+        `whole`: the page holds every build of its projects between its first and last (a list
+        without lifecycle/outcome filter, newest first). Then a build's previous build, and its
+        previous successful one, of the same branch and job are found on the page when they are
+        there (the store is asked only for the oldest of each branch and job)."""
+        nums: dict[int, list[int]] = {}
+        for build in builds:
+            nums.setdefault(build.project_id, []).append(build.build_num)
+        retries = {
+            (project_id, num): found
+            for project_id, numbers in nums.items()
+            for num, found in self.store.retries_of_many(project_id, numbers).items()
+        }
+
+        def retries_of(build: Build) -> list[Build]:
+            return retries.get((build.project_id, build.build_num), [])
+
+        if not whole:
+            return [
+                self.view(projects[b.project_id], b, details=False, retries=retries_of(b)) for b in builds
+            ]
+        found_previous: dict[int, Build | None] = {}
+        found_ok: dict[int, Build] = {}
+        seen: dict[tuple[int, str | None, str], Build] = {}  # newest-first: the last one of a line
+        seen_ok: dict[tuple[int, str | None, str], list[Build]] = {}  # waiting for a success
+        for build in sorted(builds, key=lambda b: (b.project_id, -b.build_num)):
+            line = (build.project_id, build.branch, build.job_name or DEFAULT_JOB)
+            newer = seen.get(line)
+            if newer is not None:
+                found_previous[newer.id or 0] = build
+            seen[line] = build
+            waiting = seen_ok.setdefault(line, [])
+            if build.lifecycle is Lifecycle.FINISHED and build.outcome is Outcome.SUCCESS:
+                for later in waiting:
+                    found_ok[later.id or 0] = build
+                waiting.clear()
+            waiting.append(build)
+        return [
+            self.view(
+                projects[b.project_id],
+                b,
+                details=False,
+                previous=found_previous.get(b.id or 0, _ASK),
+                previous_ok=found_ok.get(b.id or 0, _ASK),
+                retries=retries_of(b),
+            )
+            for b in builds
+        ]
 
     def actions(self, build: Build) -> tuple[Action, ...]:
         """The build's actions, including records not yet written (ordered by step, index)."""

@@ -370,6 +370,11 @@ def test_retries_of(store: BuildStore) -> None:
     assert _nums(retries) == [2, 4]
     assert [b.why for b in retries] == [Why.RETRY, Why.AUTO_RETRY]
     assert store.retries_of(_pid(one), 2) == []
+    many = store.retries_of_many(_pid(one), [1, 2, 3])
+    assert {num: _nums(found) for num, found in many.items()} == {1: [2, 4]}
+    assert many[1] == retries
+    assert store.retries_of_many(_pid(one), []) == {}
+    assert store.retries_of_many(_pid(two), [1]) == {1: store.retries_of(_pid(two), 1)}
 
 
 # ---------------------------------------------------------------- actions

@@ -6,7 +6,7 @@ executors/local.py) and a fake in circlet/testing.py; contract tests run against
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +107,11 @@ class BuildStore(Protocol):
 
     def retries_of(self, project_id: int, build_num: int) -> list[Build]:
         """Builds whose retry_of is this build, oldest first."""
+        ...
+
+    def retries_of_many(self, project_id: int, build_nums: Collection[int]) -> dict[int, list[Build]]:
+        """retries_of for several builds of one project in one query: build_num -> its retries,
+        oldest first (builds without retries are left out)."""
         ...
 
     # actions

@@ -80,16 +80,17 @@ def _list_query(request: Request, project_ids: tuple[int, ...] | None, branch: s
     )
 
 
-def _summaries(request: Request, builds: list[Build], projects: dict[int, Project]) -> list[dict[str, Any]]:
+def _summaries(
+    request: Request, query: BuildQuery, builds: list[Build], projects: dict[int, Project]
+) -> list[dict[str, Any]]:
     svc = services(request)
     if _shallow(request):
         return [
             build_shallow(svc.circlet.view(projects[b.project_id], b, details=False, shallow=True), svc.links)
             for b in builds
         ]
-    return [
-        build_summary(svc.circlet.view(projects[b.project_id], b, details=False), svc.links) for b in builds
-    ]
+    whole = query.lifecycles is None and query.outcomes is None  # (a page of every build in its range)
+    return [build_summary(view, svc.links) for view in svc.circlet.list_views(projects, builds, whole=whole)]
 
 
 async def _project_list(request: Request, project: Project, branch: str | None) -> Response:
@@ -97,7 +98,7 @@ async def _project_list(request: Request, project: Project, branch: str | None) 
     query = _list_query(request, (project.id or 0,), branch)
 
     def render() -> Any:
-        return _summaries(request, svc.circlet.list_builds(query), {project.id or 0: project})
+        return _summaries(request, query, svc.circlet.list_builds(query), {project.id or 0: project})
 
     key = ("list", query, _shallow(request))
     return await cached_json_response_async(
@@ -125,7 +126,7 @@ async def recent_builds(request: Request) -> Response:
     visible = replace(query, project_ids=tuple(projects))
 
     def render() -> Any:
-        return _summaries(request, svc.circlet.list_builds(visible), projects)
+        return _summaries(request, visible, svc.circlet.list_builds(visible), projects)
 
     key = ("recent", user.id, visible, _shallow(request))
     return await cached_json_response_async(request, svc.cache, key, svc.circlet.generation(), render)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -396,6 +397,14 @@ class SqlBuildStore:
         )
         self._select_build_by_id = sa.select(builds).where(builds.c.id == sa.bindparam("id"))
         self._previous: dict[tuple[bool, bool, bool, bool], sa.Select[Any]] = {}  # see _previous_statement
+        self._select_retries_many = (
+            sa.select(builds)
+            .where(
+                builds.c.project_id == sa.bindparam("project_id"),
+                builds.c.retry_of.in_(sa.bindparam("nums", expanding=True)),
+            )
+            .order_by(builds.c.build_num)
+        )
         self._select_retries = (
             sa.select(builds)
             .where(
@@ -585,6 +594,18 @@ class SqlBuildStore:
         statement = statement.order_by(builds.c.build_num.desc()).limit(1)
         self._previous[key] = statement
         return statement
+
+    def retries_of_many(self, project_id: int, build_nums: Collection[int]) -> dict[int, list[Build]]:
+        by_num: dict[int, list[Build]] = {}
+        if not build_nums:
+            return by_num
+        rows = self._all(
+            self._select_retries_many, {"project_id": project_id, "nums": sorted(set(build_nums))}
+        )
+        for row in rows:
+            build = _build_from_row(row)
+            by_num.setdefault(build.retry_of or 0, []).append(build)
+        return by_num
 
     def retries_of(self, project_id: int, build_num: int) -> list[Build]:
         rows = self._all(self._select_retries, {"project_id": project_id, "num": build_num})

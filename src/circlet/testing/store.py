@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -180,6 +181,18 @@ class InMemoryBuildStore:
             if not candidates:
                 return None
             return copy.deepcopy(max(candidates, key=lambda b: b.build_num))
+
+    def retries_of_many(self, project_id: int, build_nums: Collection[int]) -> dict[int, list[Build]]:
+        wanted = set(build_nums)
+        with self._lock:
+            found = sorted(
+                (b for b in self._builds.values() if b.project_id == project_id and b.retry_of in wanted),
+                key=lambda b: b.build_num,
+            )
+            by_num: dict[int, list[Build]] = {}
+            for build in self._copies(found):
+                by_num.setdefault(build.retry_of or 0, []).append(build)
+            return by_num
 
     def retries_of(self, project_id: int, build_num: int) -> list[Build]:
         with self._lock:
