@@ -13,22 +13,32 @@ saved faster *and* stored in half the space or less, and a remote blob store mov
 bytes; already-compressed files (jars, wheels) cost a little CPU and nothing else. gzip (~60
 MB/s) would make saving several times slower than `tar`, so it is not used. The record of
 each archive says which it is (`compression`), so both kinds restore.
+
+Stopping: pack and unpack start each process in a process group of its own, through a
+Stopper the caller may pass; `Stopper.stop` (from any thread: a cancel) SIGKILLs those groups
+at once, and pack/unpack then raise Stopped. pack hands BlobStore.put a stream whose end only
+counts as an end when tar and zstd exited well and were not stopped; otherwise reading its end
+raises, so put stores nothing and a truncated archive never becomes a blob.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from circlet.core.blobs import BlobInfo, BlobStore
+from circlet.runner.process import signal_group
 
 TAR = shutil.which("tar") or "/bin/tar"
 ZSTD = shutil.which("zstd")
@@ -45,6 +55,65 @@ Wrap = Callable[[list[str], Path], list[str]]
 
 class ArchiveError(Exception):
     """tar (or zstd) failed; the message holds its own words."""
+
+
+class Stopped(Exception):
+    """The archive's processes were stopped on purpose (Stopper.stop): the work is incomplete."""
+
+
+class Stopper:
+    """Lets another thread stop the archives pack/unpack make with it (a step's cancel).
+
+    `stop` SIGKILLs the process group of every tar/zstd started with this Stopper that has not
+    been reaped yet, and makes any started later die at once; it returns at once and may be
+    called any number of times, from any thread. `on_spawn` is told each new group's id (the
+    runner's groups file, runner/process.py record_group). Thread-safe.
+    """
+
+    def __init__(self, on_spawn: Callable[[int], None] | None = None) -> None:
+        self._on_spawn = on_spawn
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        self._stopped = False
+
+    @property
+    def stopped(self) -> bool:
+        with self._lock:
+            return self._stopped
+
+    def stop(self) -> None:
+        with self._lock:  # signalled under the lock: a group is never one reaped (its id reused)
+            self._stopped = True
+            for pgid in self._groups:
+                signal_group(pgid, signal.SIGKILL)
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """subprocess.Popen(argv, **kwargs), leader of a new process group."""
+        with self._lock:
+            proc = subprocess.Popen(argv, process_group=0, **kwargs)
+            self._groups.add(proc.pid)
+            if self._stopped:
+                signal_group(proc.pid, signal.SIGKILL)
+        if self._on_spawn is not None:
+            self._on_spawn(proc.pid)
+        return proc
+
+    def reap(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
+        """Wait for the processes to end; their exit codes. Their groups are no longer signalled."""
+        for proc in procs:  # ended, not reaped yet: its number cannot be another's meanwhile
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        with self._lock:
+            self._groups.difference_update(proc.pid for proc in procs)
+            return [proc.wait() for proc in procs]
+
+    def kill(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """Kill and reap the processes (their groups: a wrapped tar's children too)."""
+        with self._lock:
+            for proc in procs:
+                if proc.returncode is None:
+                    signal_group(proc.pid, signal.SIGKILL)
+        self.reap(procs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,10 +134,13 @@ def pack(
     if_absent: bool = False,
     compression: str = DEFAULT_COMPRESSION,
     wrap: Wrap | None = None,
+    stopper: Stopper | None = None,
 ) -> Packed:
     """Archive `members` (paths relative to `base`, recursively; symlinks kept as links) into the
     blob `key`, tar started through `wrap` when given. ArchiveError when tar fails (an
-    unreadable file, a vanished member)."""
+    unreadable file, a vanished member); Stopped when `stopper` was stopped. Either way no blob
+    is stored under `key` (unless one was there before)."""
+    stopper = stopper or Stopper()
     with tempfile.TemporaryFile() as names, tempfile.TemporaryFile() as errors:
         names.write(b"".join(m.encode("utf-8", "surrogateescape") + b"\0" for m in members))
         names.seek(0)
@@ -83,25 +155,32 @@ def pack(
         ]
         if wrap is not None:
             argv = wrap(argv, base)
-        procs = [subprocess.Popen(argv, stdin=names, stdout=subprocess.PIPE, stderr=errors)]
-        if compression == ZSTD_NAME:
-            procs.append(_zstd(["-1", "-q", "-c", "-T1"], procs[0].stdout, errors))
-        out = procs[-1].stdout
-        assert out is not None
-        _grow_pipe(out)
+        procs = [stopper.popen(argv, stdin=names, stdout=subprocess.PIPE, stderr=errors)]
+
+        def at_end() -> None:
+            """The stream ended: a whole archive only if every process exited well, unstopped."""
+            codes = stopper.reap(procs)
+            if stopper.stopped:
+                raise Stopped("stopped")
+            if codes[0] not in (0, 1) or any(codes[1:]):  # tar 1: "file changed as we read it"
+                raise ArchiveError(_read_errors(errors) or f"tar exited with code {codes[0]}")
+
         try:
-            info = blobs.put_if_absent(key, out) if if_absent else blobs.put(key, out)
-            if info is None:  # the key was taken: stop
-                _kill(procs)
-        except BaseException:
-            _kill(procs)
-            raise
+            if compression == ZSTD_NAME:
+                procs.append(_zstd(stopper, ["-1", "-q", "-c", "-T1"], procs[0].stdout, errors))
+            out = procs[-1].stdout
+            assert out is not None
+            _grow_pipe(out)
+            stream = io.BufferedReader(_Checked(out.fileno(), at_end), buffer_size=COPY_CHUNK)
+            info = blobs.put_if_absent(key, stream) if if_absent else blobs.put(key, stream)
         finally:
-            out.close()
-        codes = [p.wait() for p in procs]
+            stopper.kill(procs)  # at the end they are gone already; else (key taken, error) stop them
+            for proc in procs:
+                if proc.stdout is not None:
+                    proc.stdout.close()
         said = _read_errors(errors)
-    if info is not None and (codes[0] not in (0, 1) or any(codes[1:])):  # tar 1: "file changed as we read it"
-        raise ArchiveError(said or f"tar exited with code {codes[0]}")
+    if stopper.stopped and info is None:
+        raise Stopped("stopped")
     return Packed(info=info, compression=compression, warnings=said if info is not None else "")
 
 
@@ -112,10 +191,12 @@ def unpack(
     *,
     only: str | None = None,
     wrap: Wrap | None = None,
+    stopper: Stopper | None = None,
 ) -> str:
     """Extract a tar stream into `dest` (created if missing), overwriting files there; returns
-    tar's non-fatal words. ArchiveError when tar fails. With `only`, just that member and what
-    is below it (anything else in the archive is left out; ArchiveError when it is absent).
+    tar's non-fatal words. ArchiveError when tar fails; Stopped when `stopper` was stopped (what
+    was extracted by then stays). With `only`, just that member and what is below it (anything
+    else in the archive is left out; ArchiveError when it is absent).
 
     GNU tar keeps members' names below `dest` (`..` and absolute names are refused) and makes
     links of the archive that point out as placeholders, but it writes through a symbolic link
@@ -126,6 +207,7 @@ def unpack(
         raise ArchiveError(f"unknown compression {compression!r}")
     if compression == ZSTD_NAME and ZSTD is None:
         raise ArchiveError("this archive is compressed with zstd, which this machine does not have")
+    stopper = stopper or Stopper()
     dest.mkdir(parents=True, exist_ok=True)
     argv = [TAR, "--extract", "--file=-", f"--directory={dest}", "--no-same-owner"]
     if only is not None:
@@ -136,51 +218,68 @@ def unpack(
     feed: int | None = fileno if fileno is not None else subprocess.PIPE
     with tempfile.TemporaryFile() as errors:
         procs: list[subprocess.Popen[bytes]] = []
-        if compression == ZSTD_NAME:
-            procs.append(_zstd(["-d", "-q", "-c"], feed, errors))
-            procs.append(subprocess.Popen(argv, stdin=procs[0].stdout, stderr=errors))
-            assert procs[0].stdout is not None
-            procs[0].stdout.close()  # tar holds it now
-        else:
-            procs.append(subprocess.Popen(argv, stdin=feed, stderr=errors))
-        first = procs[0]
-        if fileno is None:
-            assert first.stdin is not None
-            _grow_pipe(first.stdin)
-            try:
-                while chunk := stream.read(COPY_CHUNK):
-                    first.stdin.write(chunk)
-            except BrokenPipeError:
-                pass  # it stopped early: its exit code says why
-            except BaseException:
-                _kill(procs)
-                raise
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    first.stdin.close()
-        codes = [p.wait() for p in procs]
+        try:
+            if compression == ZSTD_NAME:
+                procs.append(_zstd(stopper, ["-d", "-q", "-c"], feed, errors))
+                procs.append(stopper.popen(argv, stdin=procs[0].stdout, stderr=errors))
+                assert procs[0].stdout is not None
+                procs[0].stdout.close()  # tar holds it now
+            else:
+                procs.append(stopper.popen(argv, stdin=feed, stderr=errors))
+            first = procs[0]
+            if fileno is None:
+                assert first.stdin is not None
+                _grow_pipe(first.stdin)
+                try:
+                    while chunk := stream.read(COPY_CHUNK):
+                        first.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # it stopped early: its exit code says why
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        first.stdin.close()
+        except BaseException:
+            stopper.kill(procs)
+            raise
+        codes = stopper.reap(procs)
         said = _read_errors(errors)
+    if stopper.stopped:
+        raise Stopped("stopped")
     if any(codes):
         raise ArchiveError(said or f"tar exited with code {codes[-1]}")
     return said
 
 
-def _zstd(args: list[str], stdin: IO[bytes] | int | None, errors: IO[bytes]) -> subprocess.Popen[bytes]:
+class _Checked(io.RawIOBase):
+    """The read end of a pipe whose end is checked by `at_end` (which raises when it is not
+    a real end); the descriptor stays its owner's."""
+
+    def __init__(self, fd: int, at_end: Callable[[], None]) -> None:
+        super().__init__()
+        self._file = io.FileIO(fd, "rb", closefd=False)
+        self._at_end = at_end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file.readinto(buffer)
+        if not n:
+            self._at_end()
+            return 0
+        return n
+
+
+def _zstd(
+    stopper: Stopper, args: list[str], stdin: IO[bytes] | int | None, errors: IO[bytes]
+) -> subprocess.Popen[bytes]:
     """zstd reading `stdin` (a descriptor, subprocess.PIPE, or the previous process's stdout,
     which is closed here: zstd holds it now)."""
     assert ZSTD is not None
-    proc = subprocess.Popen([ZSTD, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=errors)
+    proc = stopper.popen([ZSTD, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=errors)
     if stdin is not None and not isinstance(stdin, int):
         stdin.close()
     return proc
-
-
-def _kill(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        with contextlib.suppress(OSError):
-            proc.kill()
-    for proc in procs:
-        proc.wait()
 
 
 def _real_file(stream: IO[bytes]) -> int | None:

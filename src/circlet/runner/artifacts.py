@@ -3,12 +3,15 @@
 Artifacts are kept per build and node under artifacts/<build_id>/<node>/<name> (core/blobkeys),
 which is all the API needs to list and serve them: no table. The step never fails for a missing
 path (a warning, as CircleCI); it fails, storing nothing more, for a path outside the build's
-directories, and after storing the rest for symbolic links that lead out of them.
+directories, and after storing the rest for symbolic links that lead out of them. A cancel
+stops it between files (the files being stored then are finished): it ends canceled, keeping
+what it stored.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -79,9 +82,12 @@ def store_artifacts(ctx: StepContext) -> StepResult:
     total = 0
     found = [Found(path=target)] if single else list(walk_files(target, confined))
     blobs, build_id, node = ctx.blobs, ctx.request.build_id, ctx.index
+    canceled = threading.Event()
 
     def upload(item: Found) -> tuple[str, BlobInfo | None, str | None, bool]:
         """(name, stored blob or None, what to say, refused?) of one file; runs on a pool thread."""
+        if canceled.is_set():
+            return "", None, None, False
         if item.note is not None:
             verb = "Refused" if item.refused else "Skipped"
             return "", None, f"  {verb} {item.path}: {item.note}", item.refused
@@ -101,8 +107,13 @@ def store_artifacts(ctx: StepContext) -> StepResult:
             return name, None, f"  Skipped {item.path}: cannot be named {name!r} ({exc.message})", False
 
     # Files go up a few at a time: per file the cost is mostly waiting (file system, network).
-    with ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="circlet-artifacts") as pool:
+    with (
+        ctx.processes.on_cancel(canceled.set),
+        ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="circlet-artifacts") as pool,
+    ):
         for name, info, said, was_refused in pool.map(upload, found):
+            if canceled.is_set():
+                break
             if info is None:
                 refused += was_refused
                 skipped += not was_refused
@@ -113,6 +124,9 @@ def store_artifacts(ctx: StepContext) -> StepResult:
             total += info.size
             if stored <= LISTED:
                 ctx.log.line(f"  {name} ({human_size(info.size)})")
+    if canceled.is_set():
+        ctx.log.line("Canceled: no more artifacts stored")
+        return StepResult(status=ActionStatus.CANCELED)
     if stored > LISTED:
         ctx.log.line(f"  ... and {stored - LISTED} more")
     ctx.log.line(f"Uploaded {stored} artifact{'s' if stored != 1 else ''} ({human_size(total)})")

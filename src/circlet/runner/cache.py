@@ -3,7 +3,8 @@
 A saved cache is one tar archive per path (`@parts/<build>-<node>/<n>.tar`) and, written last
 with put_if_absent, its record `@meta.json` (core/blobkeys.py): the record commits the cache,
 so a cache is there whole or not at all, and of two builds saving one key at once exactly one
-wins (the loser's archives are deleted). restore_cache lists records by key prefix and takes
+wins (the loser's archives are deleted). A cancel kills tar at once: the step ends canceled,
+its archives are deleted and no record is written. restore_cache lists records by key prefix and takes
 the newest of the first candidate that has any.
 
 Paths below HOME are archived relative to HOME and restored into the restoring node's HOME
@@ -37,7 +38,7 @@ from circlet.core.cachekey import KeyValues, arch_name, file_checksum, render
 from circlet.core.errors import CircletError
 from circlet.core.filesets import PathRefused
 from circlet.core.model import ActionStatus
-from circlet.runner.archive import ArchiveError, pack, unpack
+from circlet.runner.archive import ArchiveError, Stopped, pack, unpack
 from circlet.runner.artifacts import confinement, failed, human_size
 from circlet.runner.confine import tar_wrapper
 from circlet.runner.steps import StepContext, StepResult
@@ -125,22 +126,29 @@ def save_cache(ctx: StepContext) -> StepResult:
     started = time.monotonic()
     records: list[dict[str, Any]] = []
     try:
-        for n, (base, member, shown, folder) in enumerate(parts):
-            blob = cache_part_key(_project_id(ctx), key, saver, n)
-            packed = pack(ctx.blobs, blob, folder, [member], wrap=tar_wrapper(ctx.home))
-            if packed.warnings:
-                ctx.log.line(packed.warnings)
-            size = packed.info.size if packed.info else 0
-            records.append(
-                {
-                    "blob": blob,
-                    "base": base,
-                    "path": member,
-                    "shown": shown,
-                    "size": size,
-                    "compression": packed.compression,
-                }
-            )
+        with ctx.stopper() as stopper:
+            for n, (base, member, shown, folder) in enumerate(parts):
+                blob = cache_part_key(_project_id(ctx), key, saver, n)
+                packed = pack(ctx.blobs, blob, folder, [member], wrap=tar_wrapper(ctx.home), stopper=stopper)
+                if packed.warnings:
+                    ctx.log.line(packed.warnings)
+                size = packed.info.size if packed.info else 0
+                records.append(
+                    {
+                        "blob": blob,
+                        "base": base,
+                        "path": member,
+                        "shown": shown,
+                        "size": size,
+                        "compression": packed.compression,
+                    }
+                )
+            if stopper.stopped:  # canceled after the last archive: do not commit
+                raise Stopped("stopped")
+    except Stopped:
+        ctx.blobs.delete_prefix(cache_parts_prefix(_project_id(ctx), key, saver))
+        ctx.log.line("Canceled: no cache saved")
+        return StepResult(status=ActionStatus.CANCELED)
     except (ArchiveError, InvalidBlobKey, OSError) as exc:
         ctx.blobs.delete_prefix(cache_parts_prefix(_project_id(ctx), key, saver))
         return failed(ctx, f"Could not archive the cache: {exc}")
@@ -249,29 +257,34 @@ def _unpack(ctx: StepContext, key: str, meta: dict[str, Any]) -> StepResult:
     ctx.log.line("Unarchiving cache...")
     confined = confinement(ctx)
     started = time.monotonic()
-    for part in meta["parts"]:
-        if part["base"] == HOME:
-            dest = Path(ctx.home)
-        else:
-            dest = Path("/")
+    with ctx.stopper() as stopper:
+        for part in meta["parts"]:
+            if part["base"] == HOME:
+                dest = Path(ctx.home)
+            else:
+                dest = Path("/")
+                try:
+                    confined.check(Path("/", part["path"]), "cache path")
+                except PathRefused as exc:
+                    ctx.log.line(f"Warning: {exc.message}; not restored")
+                    continue
             try:
-                confined.check(Path("/", part["path"]), "cache path")
-            except PathRefused as exc:
-                ctx.log.line(f"Warning: {exc.message}; not restored")
-                continue
-        try:
-            with ctx.blobs.open(part["blob"]) as stream:
-                said = unpack(
-                    stream,
-                    dest,
-                    str(part.get("compression", "none")),
-                    only=str(part["path"]),
-                    wrap=tar_wrapper(ctx.home),
-                )
-        except (ArchiveError, CircletError, OSError) as exc:
-            return failed(ctx, f"Could not restore {part['shown']}: {exc}")
-        if said:
-            ctx.log.line(said)
+                with ctx.blobs.open(part["blob"]) as stream:
+                    said = unpack(
+                        stream,
+                        dest,
+                        str(part.get("compression", "none")),
+                        only=str(part["path"]),
+                        wrap=tar_wrapper(ctx.home),
+                        stopper=stopper,
+                    )
+            except Stopped:
+                ctx.log.line("Canceled: the cache is partly restored")
+                return StepResult(status=ActionStatus.CANCELED)
+            except (ArchiveError, CircletError, OSError) as exc:
+                return failed(ctx, f"Could not restore {part['shown']}: {exc}")
+            if said:
+                ctx.log.line(said)
     took = time.monotonic() - started
     ctx.log.line(f"Restored in {took:.2f}s")
     log.info("event=cache_restored project_id=%s key=%r seconds=%.3f", _project_id(ctx), key, took)

@@ -9,10 +9,11 @@ keep files in the blob store (artifacts, caches, workspaces) are in BLOB_HANDLER
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from circlet.core.model import ActionStatus
 from circlet.core.plan import DEFAULT_SHELL, JobPlan, PlannedStep, StepKind
 from circlet.core.ports import CheckoutSource, LogWriter, RunRequest
 from circlet.runner import sandbox
+from circlet.runner.archive import Stopper
 from circlet.runner.process import (
     CANCEL_GRACE,
     Ending,
@@ -75,7 +77,8 @@ class NodeProcesses:
     """The running processes of one node, so that a cancel or the end of the job can kill them.
 
     Thread-safe. A process added after a cancel (or after the end of the job was reached) is
-    killed at once, so no race lets one slip through.
+    killed at once, so no race lets one slip through; so is a handler's own work registered
+    with `on_cancel` (the file steps' tar, runner/archive.py Stopper).
     """
 
     def __init__(self, on_start: Callable[[int], None] | None = None) -> None:
@@ -83,6 +86,8 @@ class NodeProcesses:
         self._lock = threading.Lock()
         self._running: set[StepProcess] = set()
         self._leftover_groups: set[int] = set()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._next_callback = 0
         self._canceled = False
         self._stopping = False
 
@@ -108,20 +113,48 @@ class NodeProcesses:
             with self._lock:
                 self._leftover_groups.add(proc.pgid)
 
+    @contextlib.contextmanager
+    def on_cancel(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call `callback` if the node is canceled or stopped (`cancel`, `stop_background`) while
+        the block runs, at once if it was already. It runs on the canceling thread, so it must
+        be quick, thread-safe and not raise; it is called at most once, and may come just as the
+        block ends."""
+        with self._lock:
+            already = self._canceled or self._stopping
+            token = self._next_callback
+            self._next_callback += 1
+            if not already:
+                self._callbacks[token] = callback
+        if already:
+            callback()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._callbacks.pop(token, None)
+
     def cancel(self) -> None:
         with self._lock:
             self._canceled = True
             running = list(self._running)
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
         for proc in running:
             proc.cancel()
+        for callback in callbacks:
+            callback()
 
     def stop_background(self) -> None:
         """The node's last step is done: stop what still runs (background steps)."""
         with self._lock:
             self._stopping = True
             running = list(self._running)
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
         for proc in running:
             proc.stop()
+        for callback in callbacks:
+            callback()
 
     def kill_leftovers(self, grace: float = CANCEL_GRACE) -> None:
         """Kill the children that finished steps left behind (`server &`). Blocking, about `grace`."""
@@ -152,6 +185,14 @@ class StepContext:
     @property
     def home(self) -> Path:
         return Path(self.env.get("HOME") or self.workspace.home)
+
+    @contextlib.contextmanager
+    def stopper(self) -> Iterator[Stopper]:
+        """A Stopper for the archives the block makes (runner/archive.py pack/unpack), stopped
+        when the node is canceled: then they raise Stopped, and the handler ends canceled."""
+        stopper = Stopper(on_spawn=self.processes.record)
+        with self.processes.on_cancel(stopper.stop):
+            yield stopper
 
     def directory(self) -> Path:
         """The step's working directory: its own (relative to the job's) or the job's."""

@@ -5,6 +5,8 @@ matched paths relative to `root`, and then a record (JSON: who made it, which fi
 it visible (core/blobkeys.py). attach_workspace applies the layers of the job's upstream jobs
 (RunRequest.upstream_build_ids, from the workflow) into `at`, oldest record first, so the
 later-finished layer wins where two hold the same file, with a warning (DECISION config.md 3.7).
+A cancel kills tar at once and the step ends canceled; a canceled layer gets no record, so it
+is never applied (a half-made archive is not even stored: runner/archive.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from circlet.core.blobs import BlobInfo, InvalidBlobKey
 from circlet.core.errors import CircletError
 from circlet.core.filesets import PathRefused, workspace_glob
 from circlet.core.model import ActionStatus
-from circlet.runner.archive import ArchiveError, pack, unpack
+from circlet.runner.archive import ArchiveError, Stopped, pack, unpack
 from circlet.runner.artifacts import confinement, failed, human_size, step_path
 from circlet.runner.confine import tar_wrapper
 from circlet.runner.steps import StepContext, StepResult
@@ -78,7 +80,13 @@ def persist_to_workspace(ctx: StepContext) -> StepResult:
     try:
         archive, record = layer_keys(workspace, ctx.request.build_id, ctx.number, ctx.index)
         ctx.log.line(f"Creating workspace archive of {root}: {', '.join(members)}")
-        packed = pack(ctx.blobs, archive, root, members, wrap=tar_wrapper(ctx.home))
+        with ctx.stopper() as stopper:
+            packed = pack(ctx.blobs, archive, root, members, wrap=tar_wrapper(ctx.home), stopper=stopper)
+        if stopper.stopped:  # canceled just after: the layer is not recorded
+            raise Stopped("stopped")
+    except Stopped:
+        ctx.log.line("Canceled: nothing persisted to the workspace")
+        return StepResult(status=ActionStatus.CANCELED)
     except (ArchiveError, InvalidBlobKey, OSError) as exc:
         return failed(ctx, f"Could not archive the workspace: {exc}")
     if packed.warnings:
@@ -143,15 +151,20 @@ def attach_workspace(ctx: StepContext) -> StepResult:
         return failed(ctx, f"Could not read the workspace layers: {exc}")
     _warn_conflicts(ctx, layers)
     ctx.log.line(f"Attaching the workspace at {at}: {len(layers)} layer{'s' if len(layers) != 1 else ''}")
-    for layer in layers:
-        ctx.log.line(f"  from build {layer['build_num']} ({layer['job']}): {len(layer['files'])} files")
-        try:
-            with ctx.blobs.open(layer["archive"]) as stream:
-                said = unpack(stream, at, str(layer.get("compression", "none")), wrap=tar_wrapper(ctx.home))
-        except (ArchiveError, CircletError, OSError) as exc:
-            return failed(ctx, f"Could not apply the layer of build {layer['build_num']}: {exc}")
-        if said:
-            ctx.log.line(said)
+    with ctx.stopper() as stopper:
+        for layer in layers:
+            ctx.log.line(f"  from build {layer['build_num']} ({layer['job']}): {len(layer['files'])} files")
+            compression = str(layer.get("compression", "none"))
+            try:
+                with ctx.blobs.open(layer["archive"]) as stream:
+                    said = unpack(stream, at, compression, wrap=tar_wrapper(ctx.home), stopper=stopper)
+            except Stopped:
+                ctx.log.line("Canceled: the workspace is partly attached")
+                return StepResult(status=ActionStatus.CANCELED)
+            except (ArchiveError, CircletError, OSError) as exc:
+                return failed(ctx, f"Could not apply the layer of build {layer['build_num']}: {exc}")
+            if said:
+                ctx.log.line(said)
     return StepResult(status=ActionStatus.SUCCESS)
 
 
