@@ -9,9 +9,12 @@ which runs it with a JobRunner and reports straight to the server's runner inter
 token and the broker URL, none of which its runner processes or their steps inherit.
 
 A heartbeat thread tells the server every `interval` seconds which builds run here and stops the
-ones the reply names (a user's cancel, or a build that was given up on). If it cannot reach the
-server for 90% of the server's lost-worker timeout, it fences itself: its builds are stopped
-without a report, because the server is about to end them and run them again elsewhere.
+ones the reply names (a user's cancel, or a build that was given up on). A watchdog thread
+fences the worker when no heartbeat has been answered for 90% of the server's lost-worker
+timeout: its builds are stopped without a report, because the server is about to end them and
+run them again elsewhere. The watchdog does not wait for a heartbeat call to fail: on a network
+that silently drops packets (a cut cable) a call only times out, and a build must not run on
+here while its retry runs elsewhere.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from circlet.runner.process import kill_recorded_groups, reap_orphans
 log = logging.getLogger("circlet.worker")
 
 FENCE_FRACTION = 0.9  # of the server's lost_after: stop our builds before the server retries them
+HEARTBEAT_TIMEOUT = 5.0  # seconds a heartbeat waits for its answer (at most lost_after / 3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +191,9 @@ class WorkerAgent:
         self._interval = options.heartbeat
         self._lost_after: float | None = None
         self._last_ok = time.monotonic()
+        self._fenced = False  # since the last answered heartbeat
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
 
     # ------------------------------------------------------------ builds (slot threads)
 
@@ -258,15 +264,19 @@ class WorkerAgent:
     def beat(self) -> HeartbeatReply | None:
         """One heartbeat: report, obey the reply; fence when the server has been out of reach."""
         info = self.info()
+        lost_after = self._lost_after
+        timeout = (
+            HEARTBEAT_TIMEOUT if lost_after is None else min(HEARTBEAT_TIMEOUT, max(0.5, lost_after / 3))
+        )
         try:
-            reply: HeartbeatReply = self.client.heartbeat(info)
+            reply: HeartbeatReply = self.client.heartbeat(info, timeout=timeout)
         except Exception as exc:
             silent = time.monotonic() - self._last_ok
             log.warning("event=heartbeat_failed silent_s=%.1f error=%r", silent, exc)
-            if self._lost_after is not None and silent > FENCE_FRACTION * self._lost_after:
-                self.fence_all()
+            self.check_fence()  # (the watchdog does it too, without waiting for a call to fail)
             return None
         self._last_ok = time.monotonic()
+        self._fenced = False
         with self._lock:
             self._crashed.difference_update(info.crashed)
         self._interval = reply.interval
@@ -276,6 +286,20 @@ class WorkerAgent:
                 log.info("event=build_cancel build_id=%s", build_id)
                 slot.send({"op": "cancel", "build_id": build_id})
         return reply
+
+    def check_fence(self) -> bool:
+        """Fence every build here (once per silence) when the server has not answered a
+        heartbeat for FENCE_FRACTION of its lost_after; True when fenced now."""
+        lost_after = self._lost_after
+        if lost_after is None or self._fenced:
+            return False
+        silent = time.monotonic() - self._last_ok
+        if silent <= FENCE_FRACTION * lost_after:
+            return False
+        self._fenced = True
+        log.warning("event=server_unreachable silent_s=%.1f lost_after=%s", silent, lost_after)
+        self.fence_all()
+        return True
 
     def fence_all(self) -> None:
         with self._lock:
@@ -294,14 +318,30 @@ class WorkerAgent:
                 self.beat()
                 self._stop.wait(self._interval)
 
+        def watch() -> None:
+            while not self._stop.is_set():
+                lost_after = self._lost_after
+                if lost_after is None:  # (until the server's first answer says it)
+                    self._stop.wait(0.5)
+                    continue
+                due = self._last_ok + FENCE_FRACTION * lost_after - time.monotonic()
+                if due > 0:
+                    self._stop.wait(min(due, 1.0) + 0.01)
+                    continue
+                self.check_fence()
+                self._stop.wait(0.1)
+
         self._thread = threading.Thread(target=loop, name="circlet-heartbeat", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=watch, name="circlet-fence-watchdog", daemon=True)
+        self._watchdog.start()
 
     def stop(self) -> None:
         """After the celery worker returned: close runner processes, say goodbye."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        for thread in (self._thread, self._watchdog):
+            if thread is not None:
+                thread.join(5)
         with self._lock:
             slots = list(self._all)
         for slot in slots:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ class Server:
         self.cancel = cancel
         self.seen: list[WorkerInfo] = []
 
-    def heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
+    def heartbeat(self, info: WorkerInfo, timeout: float | None = None) -> HeartbeatReply:
         self.seen.append(info)
         return HeartbeatReply(cancel=self.cancel, interval=0.5, lost_after=3.0)
 
@@ -78,7 +80,7 @@ def test_a_crash_is_said_until_the_server_heard_it(tmp_path: Path) -> None:
     worker._crashed.add(7)  # (what run() records when its runner process died)
 
     class Down:
-        def heartbeat(self, info: WorkerInfo) -> HeartbeatReply:
+        def heartbeat(self, info: WorkerInfo, timeout: float | None = None) -> HeartbeatReply:
             raise ConnectionError("server unreachable")
 
     worker.client = Down()
@@ -90,3 +92,42 @@ def test_a_crash_is_said_until_the_server_heard_it(tmp_path: Path) -> None:
     worker.beat()
 
     assert [info.crashed for info in server.seen] == [(7,), ()]
+
+
+class CutOff:
+    """A server that answers once (lost_after 1 s), then never again: each later heartbeat
+    hangs, as a call over a cut cable does until it times out."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+
+    def heartbeat(self, info: WorkerInfo, timeout: float | None = None) -> HeartbeatReply:
+        self.calls += 1
+        if self.calls > 1:
+            self.release.wait(30)
+            raise TimeoutError("timed out")
+        return HeartbeatReply(interval=0.05, lost_after=1.0)
+
+
+def test_a_cut_off_worker_fences_its_builds_while_its_heartbeat_still_hangs(tmp_path: Path) -> None:
+    server = CutOff()
+    worker = agent(server, tmp_path)  # type: ignore[arg-type]
+    slot = Slot()
+    worker._busy = 1
+    worker._started(7, 0, slot)  # type: ignore[arg-type]
+    started = time.monotonic()
+    worker.start_heartbeat()
+    try:
+        deadline = started + 5
+        while not slot.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fenced_after = time.monotonic() - started
+        assert slot.sent == [{"op": "fence", "build_id": 7}]
+        assert server.calls == 2  # the second heartbeat was still hanging
+        assert 0.85 < fenced_after < 1.5  # 90% of lost_after, not the call's timeout
+        time.sleep(0.3)
+        assert len(slot.sent) == 1  # once per silence
+    finally:
+        server.release.set()
+        worker.stop()

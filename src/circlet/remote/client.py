@@ -84,9 +84,12 @@ class RunnerClient:
         """The server's BlobStore as build `build_id` may use it (after its build_started)."""
         return HttpBlobStore(self, build_id)
 
-    def heartbeat(self, info: WorkerInfo, *, retry_for: float = 0.0) -> HeartbeatReply:
-        """Send one heartbeat; by default a single attempt (the heartbeat loop tries again)."""
-        answer = self.call("POST", "/heartbeat", json=info.to_dict(), retry_for=retry_for)
+    def heartbeat(
+        self, info: WorkerInfo, *, retry_for: float = 0.0, timeout: float | None = None
+    ) -> HeartbeatReply:
+        """Send one heartbeat; by default a single attempt (the heartbeat loop tries again).
+        `timeout`: seconds to wait for the answer (default: the client's)."""
+        answer = self.call("POST", "/heartbeat", json=info.to_dict(), retry_for=retry_for, timeout=timeout)
         return HeartbeatReply.from_dict(answer.json())
 
     def close(self) -> None:
@@ -129,12 +132,15 @@ class RunnerClient:
         headers: Mapping[str, str] | None = None,
         retry_for: float | None = None,
         ok: tuple[int, ...] = (),
+        timeout: float | None = None,
     ) -> httpx.Response:
         """One call, resent on connection problems for `retry_for` seconds (default: the client's)
         with one idempotency key. `content` is bytes, or a function giving the body's chunks anew
         for each attempt. Returns a 2xx answer or one whose status is in `ok`; GatewayError
-        otherwise."""
-        answer = self._send(method, path, json, content, params, headers, retry_for, ok, stream=False)
+        otherwise. `timeout`: per attempt (default: the client's)."""
+        answer = self._send(
+            method, path, json, content, params, headers, retry_for, ok, stream=False, timeout=timeout
+        )
         return answer
 
     @contextlib.contextmanager
@@ -167,6 +173,7 @@ class RunnerClient:
         ok: tuple[int, ...],
         *,
         stream: bool,
+        timeout: float | None = None,
     ) -> httpx.Response:
         limit = self.retry_for if retry_for is None else retry_for
         deadline = time.monotonic() + limit
@@ -179,7 +186,13 @@ class RunnerClient:
             body = content() if callable(content) else content
             try:
                 request = self._http.build_request(
-                    method, path, json=json, content=body, params=params, headers=sent_headers
+                    method,
+                    path,
+                    json=json,
+                    content=body,
+                    params=params,
+                    headers=sent_headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
                 answer = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
