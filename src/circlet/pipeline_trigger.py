@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from circlet.core import circleyml
 from circlet.core import config as config_mod
 from circlet.core.compile import PipelineValues, compile_config, render_config
 from circlet.core.errors import ConfigError, InvalidRequest, Problem, RepositoryError
@@ -98,6 +99,10 @@ class PipelineTrigger:
                     return self._errored(t, None, exc.problems)
                 if verdict is not None:
                     return self._skipped(t, reason=verdict, job_name=DEFAULT_JOB)
+            if push and config is None:
+                build_it, skipped = self._circle_yml_push(t)
+                if not build_it:
+                    return skipped
             # no config (inference), or a 2.0 config without workflows: its `build` job, as before
             return c.trigger(project, branch=branch, tag=tag, pin=snap.sha, why=build_why, user_id=user_id)
         pipeline = self.engine.store.create_pipeline(
@@ -205,6 +210,26 @@ class PipelineTrigger:
         if folder is None or not folder.is_dir():
             return {}
         return {f"{p.parent.name}/{p.stem}": p.read_text() for p in sorted(folder.glob("*/*@*.yml"))}
+
+    def _circle_yml_push(self, t: _Trigger) -> tuple[bool, Build | None]:
+        """config.md 12.1 for a push of a commit whose config is circle.yml: (whether it builds,
+        the not-run build recorded when `general.branches` leaves the branch out). A tag push
+        builds only when a `deployment` section's `tag` matches; otherwise nothing is recorded,
+        as for a 2.0 config whose workflows have no tag filters. A circle.yml that cannot be read
+        builds: the build then says what is wrong."""
+        c = self.engine.circlet
+        text = c.source.read_file(t.project, t.snap.sha, circleyml.PATH)
+        if text is None:
+            return True, None  # inference alone
+        try:
+            if t.tag is not None:
+                return circleyml.builds_tag(text, t.tag), None
+            verdict = circleyml.branch_verdict(text, t.branch) if t.branch is not None else None
+        except ConfigError:
+            return True, None
+        if verdict is None:
+            return True, None
+        return False, self._skipped(t, reason=verdict, job_name=DEFAULT_JOB)
 
     def _skipped(self, t: _Trigger, *, reason: str = "ci-skip", job_name: str | None = None) -> Build:
         """A push that builds nothing on purpose: a pipeline and a build that did not run, whose

@@ -550,7 +550,13 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
         try:
             if circle_yml is not None:
                 result = circleyml.plan_circle_yml(
-                    circle_yml, entries, texts, reponame=project.reponame, branch=branch, tag=tag
+                    circle_yml,
+                    entries,
+                    texts,
+                    reponame=project.reponame,
+                    branch=branch,
+                    tag=tag,
+                    default_branch=project.default_branch,
                 )
             else:
                 result = infer.infer_plan(entries, texts, reponame=project.reponame, job_name=job_name)

@@ -50,6 +50,13 @@ def output(action: dict[str, Any]) -> str:
         return text
 
 
+# What every 1.0 build does after its last phase (config.md 12.3).
+TEARDOWN = [
+    ("Collect test metadata", "teardown", "template", None),
+    ("Collect artifacts", "teardown", "template", None),
+]
+
+
 def steps(build: dict[str, Any]) -> list[tuple[str, str, str | None, str | None]]:
     """(name, type, source, bash_command) of each step's first action."""
     return [
@@ -72,6 +79,7 @@ def test_a_node_project_is_inferred(server: ServerProcess, repo: Path) -> None:
         ("Checkout code", "checkout", "template", None),
         ("npm ci", "dependencies", "inference", "npm ci"),
         ("npm test", "test", "inference", "npm test"),
+        *TEARDOWN,
     ]
     assert "node tests ran" in output(build["steps"][3]["actions"][0])
     assert build["messages"] == []
@@ -82,15 +90,20 @@ def test_nothing_to_infer_ends_no_tests_then_a_test_target_fixes_it(
 ) -> None:
     first = server.wait_finished(SLUG, trigger(server)["build_num"])
     assert (first["outcome"], first["status"], first["failed"]) == ("no_tests", "no_tests", None)
-    assert [s["name"] for s in first["steps"]] == ["Spin up Environment", "Checkout code"]
+    assert [s["name"] for s in first["steps"]] == [
+        "Spin up Environment",
+        "Checkout code",
+        "Collect test metadata",
+        "Collect artifacts",
+    ]
     (message,) = first["messages"]
     assert message["type"] == "warning"
     assert "package.json" in message["message"] and "Makefile" in message["message"]
     commit_files(repo, {"Makefile": "test:\n\ttest -f README.md && echo make-tests-ran\n"}, message="Tests")
     second = server.wait_finished(SLUG, trigger(server)["build_num"])
     assert (second["outcome"], second["status"]) == ("success", "fixed")
-    assert steps(second)[-1] == ("make test", "test", "inference", "make test")
-    assert "make-tests-ran" in output(second["steps"][-1]["actions"][0])
+    assert steps(second)[-3] == ("make test", "test", "inference", "make test")
+    assert "make-tests-ran" in output(second["steps"][-3]["actions"][0])
 
 
 def test_a_python_dependency_failure_stops_the_build(server: ServerProcess, repo: Path) -> None:
@@ -131,6 +144,7 @@ def test_circle_yml_runs_its_phases(server: ServerProcess, repo: Path) -> None:
             "config",
             "echo second test ran in $(basename $PWD)",
         ),
+        *TEARDOWN,
     ]
     assert "deps hello" in output(build["steps"][2]["actions"][0])
     # Every test command runs, even after one failed (config.md 12.1), in ~/<reponame>.

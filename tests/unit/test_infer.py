@@ -200,14 +200,21 @@ def test_the_inferred_plan() -> None:
         (StepKind.CHECKOUT, "Checkout code", "checkout", "template", When.ON_SUCCESS),
         (StepKind.RUN, "lein deps", "dependencies", "inference", When.ON_SUCCESS),
         (StepKind.RUN, "lein trampoline midje", "test", "inference", When.ALWAYS),
+        (StepKind.STORE_TEST_RESULTS, "Collect test metadata", "teardown", "template", When.ALWAYS),
+        (StepKind.STORE_ARTIFACTS, "Collect artifacts", "teardown", "template", When.ALWAYS),
     ]
+    assert all(s.parallel for s in plan.steps)  # inferred test commands run on every node
     assert inference.message is None
     assert JobPlan.from_dict(plan.to_dict()) == plan  # crosses queues and is kept in build.extra
 
 
 def test_nothing_to_infer_says_what_circlet_looked_for() -> None:
     inference = infer_plan(["README.md", "docs/"], {}, reponame="widget")
-    assert [s.kind for s in inference.plan.steps] == [StepKind.CHECKOUT]
+    assert [s.kind for s in inference.plan.steps] == [
+        StepKind.CHECKOUT,
+        StepKind.STORE_TEST_RESULTS,
+        StepKind.STORE_ARTIFACTS,
+    ]
     assert no_tests(inference.plan)
     assert inference.message is not None
     for name in ("package.json", "requirements.txt", "project.clj", "Makefile", ".circleci/config.yml"):
@@ -338,15 +345,19 @@ def test_circle_yml_phases(branch: str, deploy: list[tuple[str, str, str]]) -> N
         ("machine", "config", "echo machine"),
         ("checkout", "template", "Checkout code"),
         ("checkout", "config", "git submodule update --init"),
+        ("dependencies", "cache", "Restore cache"),  # cache_directories (config.md 12.1)
         ("dependencies", "config", "echo before"),
         ("dependencies", "inference", "npm install"),  # no override: inference fills it
+        ("dependencies", "cache", "Save cache"),
         ("test", "config", "make check"),  # override: inference steps aside
         ("test", "config", "echo after"),
         *deploy,
+        ("teardown", "template", "Collect test metadata"),
+        ("teardown", "template", "Collect artifacts"),
     ]
     assert plan.environment == {"GREETING": "hello", "DEBUG": "true"}
     assert plan.working_directory == "~/w/app"
-    check = plan.steps[5]
+    check = plan.steps[7]
     assert (check.no_output_timeout, check.environment, check.working_directory) == (
         30.0,
         {"FAST": "1"},
@@ -354,7 +365,7 @@ def test_circle_yml_phases(branch: str, deploy: list[tuple[str, str, str]]) -> N
     )
     assert plan.steps[0].working_directory == "~"  # machine commands run in $HOME
     assert not no_tests(plan)
-    assert any("cache_directories" in n for n in inference.inferred.notes)
+    assert not any("cache_directories" in n for n in inference.inferred.notes)
     assert any("machine settings" in n for n in inference.inferred.notes)
 
 
@@ -371,6 +382,8 @@ def test_an_empty_circle_yml_is_inference_alone() -> None:
     assert _shape(inference.plan) == [
         ("checkout", "template", "Checkout code"),
         ("test", "inference", "make test"),
+        ("teardown", "template", "Collect test metadata"),
+        ("teardown", "template", "Collect artifacts"),
     ]
 
 

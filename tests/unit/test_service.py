@@ -428,7 +428,11 @@ def test_missing_config_infers_the_steps(env: Env) -> None:
     assert build.config_text is None
     plan = env.request(build).plan
     assert plan.config_version == "1.0"
-    assert [(s.name, s.type, s.source) for s in plan.steps] == [("Checkout code", "checkout", "template")]
+    assert [(s.name, s.type, s.source) for s in plan.steps] == [
+        ("Checkout code", "checkout", "template"),
+        ("Collect test metadata", "teardown", "template"),  # every 1.0 build's teardown
+        ("Collect artifacts", "teardown", "template"),
+    ]
     assert [m.type for m in build.messages] == ["warning"]
     assert "package.json" in build.messages[0].message
     assert JobPlan.from_dict(build.extra["plan"]) == plan  # kept whole: a restart requeues it as is

@@ -1,19 +1,31 @@
 """CircleCI 1.0 `circle.yml` -> JobPlan (config.md 12.1), inference filling phases without `override`.
 
 Pure. Supported: the phases `machine` (`environment`, `pre`, `post`), `checkout` (`post`),
-`dependencies`, `database`, `compile`, `test` (`pre`, `override`, `post`), `deployment` (the
-first section whose `branch`/`tag` matches), `general.build_dir`. Commands are strings or
-single-key maps with the modifiers `timeout`, `pwd`, `environment`, `background` (`parallel`
-is accepted: every command runs on every node here). Recorded but not acted on, with a warning:
-`files`, `dependencies.cache_directories`, `general.branches`, `general.artifacts`, `notify`,
-other `machine` settings (language versions, services). Every problem is collected and
-reported together with its key path, as for .circleci/config.yml.
+`dependencies` (with `cache_directories`), `database`, `compile`, `test` (`pre`, `override`,
+`post`), `deployment` (the first section whose `branch`/`tag` matches), `general` (`build_dir`,
+`artifacts`, `branches`). Commands are strings or single-key maps with the modifiers `timeout`,
+`pwd`, `environment`, `background`, `parallel`.
+
+Parallel builds (config.md 12.1): machine, checkout, dependencies, database and compile commands
+run on every node; test commands on node 0 alone unless `parallel: true` or inferred; deployment
+on node 0 alone (PlannedStep.parallel). `cache_directories` are restored before the dependencies
+phase and saved after it (on node 0) under `circle-1.0-cache-<branch>:<build>-<epoch>`; the
+restore takes the newest cache of the branch, else of the default branch (DECISION: the `:`
+cannot be part of a git branch name, so `main` never takes `main-x`'s cache). Every plan ends
+with the teardown of infer.teardown_steps ($CIRCLE_TEST_REPORTS, $CIRCLE_ARTIFACTS,
+`general.artifacts`). `general.branches` and tag pushes are rules of pushes, not of the plan:
+the trigger asks `branch_verdict` and `builds_tag` (pipeline_trigger.py).
+
+Recorded but not acted on, with a warning: the `files` modifier, `notify`, other `machine`
+settings (language versions, services). Every problem is collected and reported together with
+its key path, as for .circleci/config.yml.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from circlet.core.errors import ConfigError, Problem
@@ -27,7 +39,8 @@ from circlet.core.infer import (
     infer,
     plan_1_0,
 )
-from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, PlannedStep
+from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, PlannedStep, StepKind
+from circlet.core.workflow import is_regex, matches
 from circlet.core.yamlload import line_of, load_yaml
 
 PATH = "circle.yml"
@@ -43,12 +56,20 @@ SECTIONS: dict[Phase, tuple[str, ...]] = {
 # Keys accepted and ignored with a warning (circlet has no equivalent on a host shell).
 _IGNORED = {
     "machine": "machine settings other than environment/pre/post (language versions, services)",
-    "dependencies.cache_directories": "cache_directories (dependency caching of 1.0 builds)",
-    "general.branches": "general.branches (circlet builds every branch it is asked to)",
-    "general.artifacts": "general.artifacts",
     "notify": "notify",
 }
 _MODIFIERS = ("timeout", "pwd", "environment", "parallel", "files", "background")
+_GENERAL = ("build_dir", "branches", "artifacts")
+# dependencies.cache_directories (config.md 12.1): render with runner/cache.py's templates.
+CACHE_PREFIX = "circle-1.0-cache-"
+RESTORE_CACHE_NAME = "Restore cache"
+SAVE_CACHE_NAME = "Save cache"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _General:
+    build_dir: str | None = None
+    artifacts: tuple[str, ...] = ()
 
 
 class _Problems:
@@ -69,20 +90,19 @@ def plan_circle_yml(
     reponame: str,
     branch: str | None = None,
     tag: str | None = None,
+    default_branch: str | None = None,
     job_name: str = "build",
 ) -> Inference:
     """The plan of a commit whose config is `circle.yml` (ConfigError listing every problem).
 
     `entries`/`texts` are what inference reads (infer.files_to_read); `branch`/`tag` choose the
-    deployment section."""
-    data, root = load_yaml(text, filename=PATH)
-    data = {} if data is None else data
+    deployment section; the cache of `default_branch` is the fallback of the other branches'."""
+    data, root = _load(text)
     problems = _Problems(root)
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(message="circle.yml must be a mapping of phases", file=PATH)])
     inferred = infer(entries, texts)
     environment = _machine_environment(data.get("machine"), problems)
-    build_dir = _general(data.get("general"), problems)
+    general = _general(data.get("general"), problems)
+    cached = _cache_directories(data.get("dependencies"), problems)
     steps: list[PlannedStep] = []
     tests_inferred = False
     for phase, sections in SECTIONS.items():
@@ -95,6 +115,8 @@ def plan_circle_yml(
         _check_keys(phase, body, sections, problems)
         if phase is Phase.CHECKOUT:
             steps.append(checkout_step())
+        if phase is Phase.DEPENDENCIES and cached:
+            steps.append(_restore_cache(default_branch))
         for section in sections:
             if section == "override" and "override" not in body:
                 commands = _inferred_for(phase, inferred)
@@ -103,12 +125,21 @@ def plan_circle_yml(
                 continue
             path = f"{phase.value}.{section}"
             steps.extend(_commands(body.get(section), path, phase, problems))
+        if phase is Phase.DEPENDENCIES and cached:
+            steps.append(_save_cache(cached))
     steps.extend(_deployment(data.get("deployment"), branch, tag, problems))
     if "notify" in data:
         problems.warnings.append(f"circle.yml: {_IGNORED['notify']} is ignored")
     if problems.items:
         raise ConfigError(problems.items)
-    plan = plan_1_0(job_name, tuple(steps), reponame=reponame, environment=environment, build_dir=build_dir)
+    plan = plan_1_0(
+        job_name,
+        tuple(steps),
+        reponame=reponame,
+        environment=environment,
+        build_dir=general.build_dir,
+        artifacts=general.artifacts,
+    )
     used = Inferred(
         dependencies=inferred.dependencies if "override" not in (data.get("dependencies") or {}) else (),
         test=inferred.test if tests_inferred else (),
@@ -121,17 +152,26 @@ def plan_circle_yml(
     return Inference(plan=plan, inferred=used, message=message)
 
 
+def _load(text: str) -> tuple[dict[str, Any], Any]:
+    data, root = load_yaml(text, filename=PATH)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(message="circle.yml must be a mapping of phases", file=PATH)])
+    return data, root
+
+
 def _check_keys(phase: Phase, body: dict[str, Any], sections: tuple[str, ...], problems: _Problems) -> None:
     for key in body:
         where = f"{phase.value}.{key}"
         if key in sections or (phase is Phase.MACHINE and key == "environment"):
             continue
-        if where in _IGNORED:
-            problems.warnings.append(f"circle.yml: {_IGNORED[where]} is ignored")
-        elif phase is Phase.MACHINE:
+        takes = (*sections, "cache_directories") if phase is Phase.DEPENDENCIES else sections
+        if key in takes:
+            continue
+        if phase is Phase.MACHINE:
             problems.warnings.append(f"circle.yml: {_IGNORED['machine']} are ignored ({where})")
         else:
-            problems.add(f"unknown key `{key}` (`{phase.value}` takes {', '.join(sections)})", where)
+            problems.add(f"unknown key `{key}` (`{phase.value}` takes {', '.join(takes)})", where)
 
 
 def _inferred_for(phase: Phase, inferred: Inferred) -> tuple[Command, ...]:
@@ -161,24 +201,133 @@ def _env(value: object, path: str, problems: _Problems) -> dict[str, str]:
     return out
 
 
-def _general(general: object, problems: _Problems) -> str | None:
+def _general(general: object, problems: _Problems) -> _General:
     if general is None:
-        return None
+        return _General()
     if not isinstance(general, dict):
         problems.add("`general` must be a mapping", "general")
-        return None
+        return _General()
     for key in general:
-        if f"general.{key}" in _IGNORED:
-            problems.warnings.append(f"circle.yml: {_IGNORED[f'general.{key}']} is ignored")
-        elif key != "build_dir":
+        if key not in _GENERAL:
             problems.add(f"unknown key `{key}` (`general` takes build_dir, branches, artifacts)", "general")
+    _branches(general.get("branches"), problems)
+    artifacts = _paths(general.get("artifacts"), "general.artifacts", problems)
     build_dir = general.get("build_dir")
     if build_dir is not None and (
         not isinstance(build_dir, str) or build_dir.startswith("/") or ".." in build_dir
     ):
         problems.add("`build_dir` must be a relative path inside the repository", "general.build_dir")
+        build_dir = None
+    return _General(build_dir=build_dir, artifacts=artifacts)
+
+
+def _paths(value: object, path: str, problems: _Problems) -> tuple[str, ...]:
+    """A list of paths (relative to the build dir, `~` allowed; a lone string counts as one)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    found: list[str] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str) and item.strip():
+            found.append(item.strip())
+        else:
+            where = f"{path}[{i}]" if isinstance(value, list) else path
+            problems.add("must be a path or a list of paths", where)
+    return tuple(dict.fromkeys(found))
+
+
+def _branches(raw: object, problems: _Problems) -> dict[str, list[str]]:
+    """`general.branches` as {"only"|"ignore": patterns} (names, or /regex/ full match)."""
+    at = "general.branches"
+    lists: dict[str, list[str]] = {}
+    if raw is None:
+        return lists
+    if not isinstance(raw, dict) or not raw:
+        problems.add("`branches` must be a mapping with `only` and/or `ignore`", at)
+        return lists
+    for key, value in raw.items():
+        if key not in ("only", "ignore"):
+            problems.add(f"unknown `branches` key {key!r}: use `only` or `ignore`", f"{at}.{key}")
+            continue
+        lists[key] = []
+        items = value if isinstance(value, list) else [value]
+        for k, item in enumerate(items):
+            where = f"{at}.{key}[{k}]" if isinstance(value, list) else f"{at}.{key}"
+            if not isinstance(item, str) or not item:
+                problems.add("a branch pattern must be a name or a /regular expression/", where)
+                continue
+            if is_regex(item):
+                try:
+                    re.compile(item[1:-1])
+                except re.error as exc:
+                    problems.add(f"invalid regular expression {item}: {exc}", where)
+                    continue
+            lists[key].append(item)
+    return lists
+
+
+def branch_verdict(text: str, branch: str) -> str | None:
+    """`general.branches` (config.md 12.1) for a push of `branch`: None when it builds, else the
+    build's `dont_build`, as the 2.0 job-level rule (config.Config's branch_verdict):
+    `branch-blacklisted` (an `ignore` pattern matches; with `ignore` given, `only` is not
+    looked at) or `branch-not-whitelisted` (no `only` pattern matches). Pushes only: API
+    triggers build any branch. ConfigError for a circle.yml that cannot be read."""
+    data, root = _load(text)
+    general = data.get("general")
+    if not isinstance(general, dict) or general.get("branches") is None:
         return None
-    return build_dir
+    problems = _Problems(root)
+    lists = _branches(general["branches"], problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    if "ignore" in lists:
+        return "branch-blacklisted" if any(matches(p, branch) for p in lists["ignore"]) else None
+    if any(matches(p, branch) for p in lists.get("only", ())):
+        return None
+    return "branch-not-whitelisted"
+
+
+def builds_tag(text: str, tag: str) -> bool:
+    """Whether a push of `tag` builds (config.md 12.1): only when some `deployment` section's
+    `tag` matches it (a name, a /regex/ full match, or a list). ConfigError for a circle.yml that
+    cannot be read."""
+    data, _root = _load(text)
+    deployment = data.get("deployment")
+    if not isinstance(deployment, dict):
+        return False
+    return any(isinstance(s, dict) and _matches(s.get("tag"), tag) for s in deployment.values())
+
+
+def _cache_directories(dependencies: object, problems: _Problems) -> tuple[str, ...]:
+    if not isinstance(dependencies, dict):
+        return ()
+    return _paths(dependencies.get("cache_directories"), "dependencies.cache_directories", problems)
+
+
+def _restore_cache(default_branch: str | None) -> PlannedStep:
+    """Before the dependencies phase: the newest cache of the branch, else of the default branch."""
+    keys = [CACHE_PREFIX + "{{ .Branch }}:"]
+    if default_branch and "{{" not in default_branch and "}}" not in default_branch:
+        keys.append(f"{CACHE_PREFIX}{default_branch}:")
+    return PlannedStep(
+        kind=StepKind.RESTORE_CACHE,
+        name=RESTORE_CACHE_NAME,
+        type=Phase.DEPENDENCIES.value,
+        source="cache",
+        args={"keys": keys},
+    )
+
+
+def _save_cache(paths: tuple[str, ...]) -> PlannedStep:
+    """After the dependencies phase, from node 0: a new cache every build (CircleCI 1.0 re-saved it)."""
+    return PlannedStep(
+        kind=StepKind.SAVE_CACHE,
+        name=SAVE_CACHE_NAME,
+        type=Phase.DEPENDENCIES.value,
+        source="cache",
+        args={"key": CACHE_PREFIX + "{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}", "paths": list(paths)},
+        parallel=False,
+    )
 
 
 def _commands(value: object, path: str, phase: Phase, problems: _Problems) -> list[PlannedStep]:
@@ -195,10 +344,24 @@ def _commands(value: object, path: str, phase: Phase, problems: _Problems) -> li
     return steps
 
 
+def _on_every_node(phase: Phase, parallel: bool) -> bool:
+    """config.md 12.1: test commands need `parallel: true` to run on every node, deployment never
+    does; the other phases always do (DECISION: compile too, as tests on other nodes need it)."""
+    if phase is Phase.TEST:
+        return parallel
+    return phase is not Phase.DEPLOYMENT
+
+
 def _command(raw: object, path: str, phase: Phase, problems: _Problems) -> PlannedStep | None:
     home = "~" if phase in (Phase.MACHINE, Phase.CHECKOUT) else None
     if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-        return command_step(Command(command=str(raw)), phase, source="config", working_directory=home)
+        return command_step(
+            Command(command=str(raw)),
+            phase,
+            source="config",
+            working_directory=home,
+            parallel=_on_every_node(phase, False),
+        )
     if not isinstance(raw, dict) or len(raw) != 1:
         problems.add("a command is a string or a map of one command to its modifiers", path)
         return None
@@ -221,6 +384,9 @@ def _command(raw: object, path: str, phase: Phase, problems: _Problems) -> Plann
         problems.add("`pwd` must be a path", f"{path}.{text}.pwd")
         pwd = home
     env = _env(mods["environment"], f"{path}.{text}.environment", problems) if "environment" in mods else {}
+    parallel = mods.get("parallel", False)
+    if not isinstance(parallel, bool):
+        problems.add("`parallel` must be true or false", f"{path}.{text}.parallel")
     return command_step(
         Command(command=str(text)),
         phase,
@@ -229,6 +395,7 @@ def _command(raw: object, path: str, phase: Phase, problems: _Problems) -> Plann
         working_directory=pwd,
         no_output_timeout=float(timeout),
         background=bool(mods.get("background", False)),
+        parallel=_on_every_node(phase, parallel is True),
     )
 
 

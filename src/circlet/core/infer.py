@@ -23,13 +23,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, JobPlan, PlannedStep, StepKind, When
 
 SHELL_1_0 = "/bin/bash"  # config.md 12.1: a new non-login shell per command, no -e
 CHECKOUT_NAME = "Checkout code"
+# The directories every 1.0 build gets (config.md 4) and collects after its last phase (12.1).
+ARTIFACTS_ENV = "CIRCLE_ARTIFACTS"
+TEST_REPORTS_ENV = "CIRCLE_TEST_REPORTS"
+TEST_METADATA_NAME = "Collect test metadata"
+ARTIFACTS_NAME = "Collect artifacts"
+_LEADING_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 VENV_NAME = "python3 -m venv ~/venv"
 VENV_COMMAND = (
     "if python3 -m venv ~/venv; then\n"
@@ -318,8 +324,10 @@ def command_step(
     working_directory: str | None = None,
     no_output_timeout: float = DEFAULT_NO_OUTPUT_TIMEOUT,
     background: bool = False,
+    parallel: bool = True,
 ) -> PlannedStep:
-    """A 1.0 command as a run step: one shell per command, test commands run after failures."""
+    """A 1.0 command as a run step: one shell per command, test commands run after failures;
+    `parallel=False`: node 0 alone runs it."""
     return PlannedStep(
         kind=StepKind.RUN,
         name=command.label,
@@ -332,7 +340,61 @@ def command_step(
         working_directory=working_directory,
         no_output_timeout=no_output_timeout,
         background=background,
+        parallel=parallel,
     )
+
+
+def teardown_steps(artifacts: tuple[str, ...] = ()) -> tuple[PlannedStep, ...]:
+    """What a 1.0 build does after its last phase (config.md 12.1, 12.3), on every node and even
+    after a failure (store steps always run, config.md 3.2): read the JUnit reports in
+    $CIRCLE_TEST_REPORTS, then store $CIRCLE_ARTIFACTS (named `$CIRCLE_ARTIFACTS/<path inside>`,
+    CircleCI 1.0's `pretty_path`) and each `general.artifacts` path (relative to the build dir,
+    `~` allowed). The runner puts the directories' paths in (expand_step_paths)."""
+    steps = [
+        PlannedStep(
+            kind=StepKind.STORE_TEST_RESULTS,
+            name=TEST_METADATA_NAME,
+            type="teardown",
+            source="template",
+            when=When.ALWAYS,
+            args={"path": f"${TEST_REPORTS_ENV}"},
+        ),
+        PlannedStep(
+            kind=StepKind.STORE_ARTIFACTS,
+            name=ARTIFACTS_NAME,
+            type="teardown",
+            source="template",
+            when=When.ALWAYS,
+            args={"path": f"${ARTIFACTS_ENV}", "destination": f"${ARTIFACTS_ENV}"},
+        ),
+    ]
+    steps.extend(
+        PlannedStep(
+            kind=StepKind.STORE_ARTIFACTS,
+            name=f"{ARTIFACTS_NAME}: {path}",
+            type="teardown",
+            source="config",
+            when=When.ALWAYS,
+            args={"path": path},
+        )
+        for path in artifacts
+    )
+    return tuple(steps)
+
+
+def expand_step_paths(plan: JobPlan, step: PlannedStep, env: Mapping[str, str]) -> PlannedStep:
+    """The step with a leading `$NAME`/`${NAME}` of its `path` replaced by the node's value, in a
+    1.0 plan only (its teardown names $CIRCLE_ARTIFACTS, whose folder each node has); any other
+    step, or a variable the node does not set, is returned as it is (2.x paths are never
+    interpolated, config.md 13 trap 9). Called by the runner before the step's handler."""
+    raw = step.args.get("path")
+    if plan.config_version != "1.0" or not isinstance(raw, str):
+        return step
+    found = _LEADING_VAR.match(raw)
+    name = found and (found.group(1) or found.group(2))
+    if not found or not name or name not in env:
+        return step
+    return replace(step, args={**step.args, "path": env[name] + raw[found.end() :]})
 
 
 def nothing_message(inferred: Inferred) -> str | None:
@@ -373,12 +435,14 @@ def plan_1_0(
     environment: Mapping[str, str] | None = None,
     build_dir: str | None = None,
     parallelism: int = 1,
+    artifacts: tuple[str, ...] = (),
 ) -> JobPlan:
-    """A 1.0 JobPlan: bash without -e, the checkout in `~/<reponame>` (or build_dir inside it)."""
+    """A 1.0 JobPlan: bash without -e, the checkout in `~/<reponame>` (or build_dir inside it),
+    `steps` then the teardown (teardown_steps, with `artifacts` = `general.artifacts`)."""
     workdir = f"~/{reponame}" + (f"/{build_dir.strip('/')}" if build_dir and build_dir.strip("/") else "")
     return JobPlan(
         name=job_name,
-        steps=steps,
+        steps=(*steps, *teardown_steps(artifacts)),
         environment=dict(environment or {}),
         working_directory=workdir,
         shell=SHELL_1_0,

@@ -52,6 +52,7 @@ class PlannedStep:
     when: When = When.ON_SUCCESS
     type: str = "test"  # the action `type` shown in the API
     source: str = "config"  # the action `source` shown in the API
+    parallel: bool = True  # False: node 0 alone runs it, other nodes record nothing (1.0, config.md 12.1)
     args: dict[str, Any] = field(default_factory=dict)  # other kinds' keys, as written
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from circlet.agent import HALT_FILE_ENV
 from circlet.core.blobs import BlobStore
-from circlet.core.infer import halts_on_failure, no_tests
+from circlet.core.infer import ARTIFACTS_ENV, TEST_REPORTS_ENV, expand_step_paths, halts_on_failure, no_tests
 from circlet.core.model import Action, ActionStatus, Message, Outcome
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
@@ -105,6 +105,8 @@ class _Node:
             CIRCLE_SHELL_ENV=str(ws.bash_env),
             CIRCLE_INTERNAL_TASK_DATA=str(ws.task_data),
         )
+        if request.plan.config_version == "1.0":  # config.md 4: made empty by the spin-up step
+            env.update({ARTIFACTS_ENV: str(ws.artifacts_1_0), TEST_REPORTS_ENV: str(ws.test_reports_1_0)})
         env.update(request.plan.environment)
         # The `circleci` command comes first whatever PATH the job set (CircleCI's is always there).
         env["PATH"] = f"{ws.bin}{os.pathsep}{env.get('PATH') or os.defpath}"
@@ -264,10 +266,13 @@ class JobRunner:
         status = self._action(request, node, 0, spin_up, self._spin_up)
         if status is not ActionStatus.SUCCESS:
             return
+        halted = False  # 1.0: a failure outside `test` ran; only the store (teardown) steps follow
         for position, step in enumerate(request.plan.steps):
             if self._canceled.is_set():
                 return
-            if not should_run(step, node.job_failed):
+            if not step.parallel and node.index != 0:  # 1.0 commands of node 0 alone: no action
+                continue
+            if (halted and step.kind not in ALWAYS_KINDS) or not should_run(step, node.job_failed):
                 continue
             number = FIRST_STEP + position
             handler = self.handlers[step.kind]
@@ -283,8 +288,7 @@ class JobRunner:
             status = self._action(request, node, number, step, handler)
             if status in FAILING:
                 node.job_failed = True
-                if halts_on_failure(request.plan, step):  # 1.0: a failure outside `test` ends the job
-                    return
+                halted = halted or halts_on_failure(request.plan, step)  # 1.0: outside `test`
             elif status in STOPPING:
                 return
             if node.workspace.halt_file.exists():  # `circleci step halt`: no further step runs
@@ -307,6 +311,7 @@ class JobRunner:
             status=ActionStatus.RUNNING,
             start_time=now(),
             background=step.background,
+            parallel=step.parallel,
         )
         self.reporter.action_started(build_id, action)
         output: ActionLog | None = None
@@ -314,11 +319,11 @@ class JobRunner:
             output = ActionLog(self.reporter.log_writer(build_id, number, node.index))
             context = StepContext(
                 request=request,
-                step=step,
                 number=number,
                 index=node.index,
                 workspace=node.workspace,
                 workdir=node.workdir,
+                step=expand_step_paths(request.plan, step, node.env),
                 env={**node.env, **step.environment},
                 log=output,
                 source=self.source,
@@ -368,6 +373,9 @@ class JobRunner:
         try:
             ctx.workspace.create(ctx.request.timings)
             ctx.workdir.mkdir(parents=True, exist_ok=True)
+            if plan.config_version == "1.0":
+                ctx.workspace.artifacts_1_0.mkdir(parents=True, exist_ok=True)
+                ctx.workspace.test_reports_1_0.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             text = f"Could not create the workspace {ctx.workspace.root}: {exc.strerror or exc}"
             ctx.log.line(text)

@@ -83,6 +83,16 @@ class NodeWorkspace:
         """`circleci step halt` creates it; the runner runs no further step then."""
         return (self.runtime or self.root) / "halt"
 
+    @property
+    def artifacts_1_0(self) -> Path:
+        """$CIRCLE_ARTIFACTS of a 1.0 build (CircleCI's /tmp/circle-artifacts.XXXX)."""
+        return self.root / "circle-artifacts"
+
+    @property
+    def test_reports_1_0(self) -> Path:
+        """$CIRCLE_TEST_REPORTS of a 1.0 build (CircleCI's /tmp/circle-junit.XXXX)."""
+        return self.root / "circle-junit"
+
     def create(self, timings: list[dict[str, Any]] | None = None) -> None:
         """Make the directories, an empty BASH_ENV file, the `circleci` command and, with timings,
         results.json for `circleci tests split`; OSError if the disk says no."""
