@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from circlet.core import circleyml
+from circlet.core import circleyml, circleyml_push
 from circlet.core import config as config_mod
 from circlet.core.compile import PipelineValues, compile_config, render_config
 from circlet.core.errors import ConfigError, InvalidRequest, Problem, RepositoryError
@@ -223,18 +223,32 @@ class PipelineTrigger:
             return True, None  # inference alone
         try:
             if t.tag is not None:
-                return circleyml.builds_tag(text, t.tag), None
-            verdict = circleyml.branch_verdict(text, t.branch) if t.branch is not None else None
+                return circleyml_push.builds_tag(text, t.tag), None
+            verdict = circleyml_push.branch_verdict(text, t.branch) if t.branch is not None else None
         except ConfigError:
             return True, None
         if verdict is None:
             return True, None
-        return False, self._skipped(t, reason=verdict, job_name=DEFAULT_JOB)
+        return False, self._skipped(t, reason=verdict, job_name=DEFAULT_JOB, circle_yml=text)
 
-    def _skipped(self, t: _Trigger, *, reason: str = "ci-skip", job_name: str | None = None) -> Build:
+    def _skipped(
+        self,
+        t: _Trigger,
+        *,
+        reason: str = "ci-skip",
+        job_name: str | None = None,
+        circle_yml: str | None = None,
+    ) -> Build:
         """A push that builds nothing on purpose: a pipeline and a build that did not run, whose
-        `dont_build` is `reason` (`[ci skip]`: config.md 6; job-level `branches`: 5.5)."""
+        `dont_build` is `reason` (`[ci skip]`: config.md 6; job-level `branches`: 5.5; circle.yml's
+        `general.branches`: 12.1). The build keeps the commit's config as a run one would: its
+        .circleci/config.yml, else its circle.yml (`circle_yml` when the caller read it already)."""
         c = self.engine.circlet
+        config_text = t.snap.file_text
+        if config_text is None:
+            config_text = circle_yml
+            if config_text is None:
+                config_text = c.source.read_file(t.project, t.snap.sha, circleyml.PATH)
         pipeline = self.engine.store.create_pipeline(
             Pipeline(
                 id=str(uuid.uuid4()),
@@ -251,7 +265,9 @@ class PipelineTrigger:
             )
         )
         skipped = self._build_of(t, lifecycle=Lifecycle.NOT_RUN, dont_build=reason)
-        build = c.store.create_build(replace(skipped, job_name=job_name, extra={"pipeline_id": pipeline.id}))
+        build = c.store.create_build(
+            replace(skipped, job_name=job_name, config_text=config_text, extra={"pipeline_id": pipeline.id})
+        )
         c._touch(build.project_id)
         log.info(
             "event=pipeline_skipped project=%s build_num=%s reason=%s",

@@ -700,6 +700,7 @@ class Circlet(AccountVerbs, ProjectSettingsVerbs):
                 parallelism=plan.parallelism,
                 workflow_id=workflow_id,
                 upstream_build_ids=upstream,
+                no_dependency_cache=build.no_dependency_cache,
             )
         )
 

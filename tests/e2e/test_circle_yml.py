@@ -107,6 +107,7 @@ def test_pushes_follow_general_branches_and_deployment_tags(server: ServerProces
         "wip-thing",
     )
     assert build["steps"] == []
+    assert build["circle_yml"] == {"string": BRANCHES}  # the config, as a build that ran shows it
     # An API trigger builds the branch anyway, as the 2.0 rule does.
     forced = trigger(server, "wip-thing")
     assert (forced["outcome"], forced["dont_build"]) == ("success", None)

@@ -8,9 +8,10 @@ from textwrap import dedent
 import pytest
 import yaml
 
-from circlet.core import circleyml
+from circlet.core import circleyml, circleyml_push
 from circlet.core.errors import ConfigError
-from circlet.core.infer import expand_step_paths, infer_plan
+from circlet.core.infer import infer_plan
+from circlet.core.phases import expand_step_paths
 from circlet.core.plan import JobPlan, PlannedStep, StepKind, When
 
 PKG_TEST = '{"name": "w", "scripts": {"test": "jest"}}'
@@ -43,7 +44,7 @@ def plan_of(text: str, **kw: str) -> JobPlan:
 def test_branch_verdict(branches: object, branch: str, verdict: str | None) -> None:
     general = {"general": {"branches": branches}} if branches is not None else {}
     text = yaml.safe_dump({**general, "test": {"override": ["true"]}})
-    assert circleyml.branch_verdict(text, branch) == verdict
+    assert circleyml_push.branch_verdict(text, branch) == verdict
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_branch_verdict(branches: object, branch: str, verdict: str | None) -> N
 )
 def test_a_malformed_branches_is_a_problem_of_the_push_and_of_the_plan(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as push:
-        circleyml.branch_verdict(text, "main")
+        circleyml_push.branch_verdict(text, "main")
     with pytest.raises(ConfigError) as plan:
         plan_of(text)
     assert str(push.value.problems[0]).startswith(message)
@@ -102,7 +103,7 @@ deployment:
 def test_tag_pushes_build_only_for_a_deployment_tag(
     text: str, tag: str, builds: bool, deploys: str | None
 ) -> None:
-    assert circleyml.builds_tag(text, tag) is builds
+    assert circleyml_push.builds_tag(text, tag) is builds
     deployment = [s.name for s in plan_of(text, tag=tag).steps if s.type == "deployment"]
     assert deployment == ([deploys] if deploys else [])
 

@@ -12,13 +12,12 @@ from circlet.core.errors import ConfigError
 from circlet.core.infer import (
     VENV_NAME,
     files_to_read,
-    halts_on_failure,
     has_make_target,
     infer,
     infer_plan,
-    no_tests,
 )
 from circlet.core.model import ActionStatus, Lifecycle, Outcome
+from circlet.core.phases import halts_on_failure, no_tests
 from circlet.core.plan import JobPlan, StepKind, When
 from circlet.core.status import derive_status, outcome_from_actions
 

@@ -101,6 +101,7 @@ def request(**changes: Any) -> RunRequest:
         pytest.param(request(branch=None, tag="v1.2.3"), id="tag-no-branch"),
         pytest.param(request(environment={}), id="empty-environment"),
         pytest.param(request(workflow_id="wf-1", upstream_build_ids=(3, 1, 2)), id="workflow-and-upstreams"),
+        pytest.param(request(no_dependency_cache=True), id="retried-without-cache"),
         pytest.param(
             request(
                 project=Project(id=None, vcs_type=VcsType.GITHUB, username="u", reponame="r", repo_url="x")
@@ -119,6 +120,16 @@ def test_run_request_round_trip(original: RunRequest) -> None:
     if original.project.created_at is not None:
         assert decoded.project.created_at is not None
         assert decoded.project.created_at.utcoffset() == original.project.created_at.utcoffset()
+
+
+def test_request_without_newer_fields_decodes_with_their_defaults() -> None:
+    """A message from a sender older than the optional fields (timings, workflows, no-cache)."""
+    data = through_json(protocol.encode_request(request(no_dependency_cache=True, workflow_id="wf")))
+    for name in ("timings", "workflow_id", "upstream_build_ids", "no_dependency_cache"):
+        del data[name]
+    decoded = protocol.decode_request(data)
+    assert decoded == request()
+    assert decoded.no_dependency_cache is False
 
 
 def test_compiled_plan_keeps_its_step_kinds() -> None:

@@ -12,9 +12,10 @@ on node 0 alone (PlannedStep.parallel). `cache_directories` are restored before 
 phase and saved after it (on node 0) under `circle-1.0-cache-<branch>:<build>-<epoch>`; the
 restore takes the newest cache of the branch, else of the default branch (DECISION: the `:`
 cannot be part of a git branch name, so `main` never takes `main-x`'s cache). Every plan ends
-with the teardown of infer.teardown_steps ($CIRCLE_TEST_REPORTS, $CIRCLE_ARTIFACTS,
+with the teardown of phases.teardown_steps ($CIRCLE_TEST_REPORTS, $CIRCLE_ARTIFACTS,
 `general.artifacts`). `general.branches` and tag pushes are rules of pushes, not of the plan:
-the trigger asks `branch_verdict` and `builds_tag` (pipeline_trigger.py).
+the trigger asks core/circleyml_push.py (pipeline_trigger.py). The steps' shapes (commands,
+cache_directories, the teardown) are core/phases.py's.
 
 Recorded but not acted on, with a warning: the `files` modifier, `notify`, other `machine`
 settings (language versions, services). Every problem is collected and reported together with
@@ -29,18 +30,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from circlet.core.errors import ConfigError, Problem
-from circlet.core.infer import (
+from circlet.core.infer import Inference, Inferred, infer
+from circlet.core.phases import (
     Command,
-    Inference,
-    Inferred,
     Phase,
     checkout_step,
     command_step,
-    infer,
     plan_1_0,
+    restore_cache_step,
+    save_cache_step,
 )
-from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, PlannedStep, StepKind
-from circlet.core.workflow import is_regex, matches
+from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, PlannedStep
+from circlet.core.workflow import branch_rule_lists
 from circlet.core.yamlload import line_of, load_yaml
 
 PATH = "circle.yml"
@@ -60,10 +61,6 @@ _IGNORED = {
 }
 _MODIFIERS = ("timeout", "pwd", "environment", "parallel", "files", "background")
 _GENERAL = ("build_dir", "branches", "artifacts")
-# dependencies.cache_directories (config.md 12.1): render with runner/cache.py's templates.
-CACHE_PREFIX = "circle-1.0-cache-"
-RESTORE_CACHE_NAME = "Restore cache"
-SAVE_CACHE_NAME = "Save cache"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +69,9 @@ class _General:
     artifacts: tuple[str, ...] = ()
 
 
-class _Problems:
+class Problems:
+    """A circle.yml's problems (with their key path and line) and warnings, collected together."""
+
     def __init__(self, root: Any) -> None:
         self.root = root
         self.items: list[Problem] = []
@@ -97,8 +96,8 @@ def plan_circle_yml(
 
     `entries`/`texts` are what inference reads (infer.files_to_read); `branch`/`tag` choose the
     deployment section; the cache of `default_branch` is the fallback of the other branches'."""
-    data, root = _load(text)
-    problems = _Problems(root)
+    data, root = load(text)
+    problems = Problems(root)
     inferred = infer(entries, texts)
     environment = _machine_environment(data.get("machine"), problems)
     general = _general(data.get("general"), problems)
@@ -116,7 +115,7 @@ def plan_circle_yml(
         if phase is Phase.CHECKOUT:
             steps.append(checkout_step())
         if phase is Phase.DEPENDENCIES and cached:
-            steps.append(_restore_cache(default_branch))
+            steps.append(restore_cache_step(default_branch))
         for section in sections:
             if section == "override" and "override" not in body:
                 commands = _inferred_for(phase, inferred)
@@ -126,7 +125,7 @@ def plan_circle_yml(
             path = f"{phase.value}.{section}"
             steps.extend(_commands(body.get(section), path, phase, problems))
         if phase is Phase.DEPENDENCIES and cached:
-            steps.append(_save_cache(cached))
+            steps.append(save_cache_step(cached))
     steps.extend(_deployment(data.get("deployment"), branch, tag, problems))
     if "notify" in data:
         problems.warnings.append(f"circle.yml: {_IGNORED['notify']} is ignored")
@@ -152,7 +151,8 @@ def plan_circle_yml(
     return Inference(plan=plan, inferred=used, message=message)
 
 
-def _load(text: str) -> tuple[dict[str, Any], Any]:
+def load(text: str) -> tuple[dict[str, Any], Any]:
+    """circle.yml's text as (mapping of phases, YAML node tree for lines); ConfigError otherwise."""
     data, root = load_yaml(text, filename=PATH)
     data = {} if data is None else data
     if not isinstance(data, dict):
@@ -160,7 +160,7 @@ def _load(text: str) -> tuple[dict[str, Any], Any]:
     return data, root
 
 
-def _check_keys(phase: Phase, body: dict[str, Any], sections: tuple[str, ...], problems: _Problems) -> None:
+def _check_keys(phase: Phase, body: dict[str, Any], sections: tuple[str, ...], problems: Problems) -> None:
     for key in body:
         where = f"{phase.value}.{key}"
         if key in sections or (phase is Phase.MACHINE and key == "environment"):
@@ -182,13 +182,13 @@ def _inferred_for(phase: Phase, inferred: Inferred) -> tuple[Command, ...]:
     return ()
 
 
-def _machine_environment(machine: object, problems: _Problems) -> dict[str, str]:
+def _machine_environment(machine: object, problems: Problems) -> dict[str, str]:
     if not isinstance(machine, dict) or machine.get("environment") is None:
         return {}
     return _env(machine["environment"], "machine.environment", problems)
 
 
-def _env(value: object, path: str, problems: _Problems) -> dict[str, str]:
+def _env(value: object, path: str, problems: Problems) -> dict[str, str]:
     if not isinstance(value, dict):
         problems.add("`environment` must be a mapping of names to values", path)
         return {}
@@ -201,7 +201,7 @@ def _env(value: object, path: str, problems: _Problems) -> dict[str, str]:
     return out
 
 
-def _general(general: object, problems: _Problems) -> _General:
+def _general(general: object, problems: Problems) -> _General:
     if general is None:
         return _General()
     if not isinstance(general, dict):
@@ -210,7 +210,7 @@ def _general(general: object, problems: _Problems) -> _General:
     for key in general:
         if key not in _GENERAL:
             problems.add(f"unknown key `{key}` (`general` takes build_dir, branches, artifacts)", "general")
-    _branches(general.get("branches"), problems)
+    branch_lists(general.get("branches"), problems)
     artifacts = _paths(general.get("artifacts"), "general.artifacts", problems)
     build_dir = general.get("build_dir")
     if build_dir is not None and (
@@ -221,7 +221,7 @@ def _general(general: object, problems: _Problems) -> _General:
     return _General(build_dir=build_dir, artifacts=artifacts)
 
 
-def _paths(value: object, path: str, problems: _Problems) -> tuple[str, ...]:
+def _paths(value: object, path: str, problems: Problems) -> tuple[str, ...]:
     """A list of paths (relative to the build dir, `~` allowed; a lone string counts as one)."""
     if value is None:
         return ()
@@ -236,101 +236,20 @@ def _paths(value: object, path: str, problems: _Problems) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _branches(raw: object, problems: _Problems) -> dict[str, list[str]]:
+def branch_lists(raw: object, problems: Problems) -> dict[str, list[str]]:
     """`general.branches` as {"only"|"ignore": patterns} (names, or /regex/ full match)."""
-    at = "general.branches"
-    lists: dict[str, list[str]] = {}
     if raw is None:
-        return lists
-    if not isinstance(raw, dict) or not raw:
-        problems.add("`branches` must be a mapping with `only` and/or `ignore`", at)
-        return lists
-    for key, value in raw.items():
-        if key not in ("only", "ignore"):
-            problems.add(f"unknown `branches` key {key!r}: use `only` or `ignore`", f"{at}.{key}")
-            continue
-        lists[key] = []
-        items = value if isinstance(value, list) else [value]
-        for k, item in enumerate(items):
-            where = f"{at}.{key}[{k}]" if isinstance(value, list) else f"{at}.{key}"
-            if not isinstance(item, str) or not item:
-                problems.add("a branch pattern must be a name or a /regular expression/", where)
-                continue
-            if is_regex(item):
-                try:
-                    re.compile(item[1:-1])
-                except re.error as exc:
-                    problems.add(f"invalid regular expression {item}: {exc}", where)
-                    continue
-            lists[key].append(item)
-    return lists
+        return {}
+    return branch_rule_lists(raw, "general.branches", problems.add)
 
 
-def branch_verdict(text: str, branch: str) -> str | None:
-    """`general.branches` (config.md 12.1) for a push of `branch`: None when it builds, else the
-    build's `dont_build`, as the 2.0 job-level rule (config.Config's branch_verdict):
-    `branch-blacklisted` (an `ignore` pattern matches; with `ignore` given, `only` is not
-    looked at) or `branch-not-whitelisted` (no `only` pattern matches). Pushes only: API
-    triggers build any branch. ConfigError for a circle.yml that cannot be read."""
-    data, root = _load(text)
-    general = data.get("general")
-    if not isinstance(general, dict) or general.get("branches") is None:
-        return None
-    problems = _Problems(root)
-    lists = _branches(general["branches"], problems)
-    if problems.items:
-        raise ConfigError(problems.items)
-    if "ignore" in lists:
-        return "branch-blacklisted" if any(matches(p, branch) for p in lists["ignore"]) else None
-    if any(matches(p, branch) for p in lists.get("only", ())):
-        return None
-    return "branch-not-whitelisted"
-
-
-def builds_tag(text: str, tag: str) -> bool:
-    """Whether a push of `tag` builds (config.md 12.1): only when some `deployment` section's
-    `tag` matches it (a name, a /regex/ full match, or a list). ConfigError for a circle.yml that
-    cannot be read."""
-    data, _root = _load(text)
-    deployment = data.get("deployment")
-    if not isinstance(deployment, dict):
-        return False
-    return any(isinstance(s, dict) and _matches(s.get("tag"), tag) for s in deployment.values())
-
-
-def _cache_directories(dependencies: object, problems: _Problems) -> tuple[str, ...]:
+def _cache_directories(dependencies: object, problems: Problems) -> tuple[str, ...]:
     if not isinstance(dependencies, dict):
         return ()
     return _paths(dependencies.get("cache_directories"), "dependencies.cache_directories", problems)
 
 
-def _restore_cache(default_branch: str | None) -> PlannedStep:
-    """Before the dependencies phase: the newest cache of the branch, else of the default branch."""
-    keys = [CACHE_PREFIX + "{{ .Branch }}:"]
-    if default_branch and "{{" not in default_branch and "}}" not in default_branch:
-        keys.append(f"{CACHE_PREFIX}{default_branch}:")
-    return PlannedStep(
-        kind=StepKind.RESTORE_CACHE,
-        name=RESTORE_CACHE_NAME,
-        type=Phase.DEPENDENCIES.value,
-        source="cache",
-        args={"keys": keys},
-    )
-
-
-def _save_cache(paths: tuple[str, ...]) -> PlannedStep:
-    """After the dependencies phase, from node 0: a new cache every build (CircleCI 1.0 re-saved it)."""
-    return PlannedStep(
-        kind=StepKind.SAVE_CACHE,
-        name=SAVE_CACHE_NAME,
-        type=Phase.DEPENDENCIES.value,
-        source="cache",
-        args={"key": CACHE_PREFIX + "{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}", "paths": list(paths)},
-        parallel=False,
-    )
-
-
-def _commands(value: object, path: str, phase: Phase, problems: _Problems) -> list[PlannedStep]:
+def _commands(value: object, path: str, phase: Phase, problems: Problems) -> list[PlannedStep]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -352,7 +271,7 @@ def _on_every_node(phase: Phase, parallel: bool) -> bool:
     return phase is not Phase.DEPLOYMENT
 
 
-def _command(raw: object, path: str, phase: Phase, problems: _Problems) -> PlannedStep | None:
+def _command(raw: object, path: str, phase: Phase, problems: Problems) -> PlannedStep | None:
     home = "~" if phase in (Phase.MACHINE, Phase.CHECKOUT) else None
     if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
         return command_step(
@@ -399,7 +318,8 @@ def _command(raw: object, path: str, phase: Phase, problems: _Problems) -> Plann
     )
 
 
-def _matches(spec: object, value: str | None) -> bool:
+def matches_spec(spec: object, value: str | None) -> bool:
+    """Whether a deployment's `branch`/`tag` (a name, a /regex/ full match, or a list) takes `value`."""
     if value is None or spec is None:
         return False
     for item in spec if isinstance(spec, list) else [spec]:
@@ -415,7 +335,7 @@ def _matches(spec: object, value: str | None) -> bool:
     return False
 
 
-def _deployment(value: object, branch: str | None, tag: str | None, problems: _Problems) -> list[PlannedStep]:
+def _deployment(value: object, branch: str | None, tag: str | None, problems: Problems) -> list[PlannedStep]:
     """The commands of the first deployment section (file order) matching the branch or tag."""
     if value is None:
         return []
@@ -429,6 +349,6 @@ def _deployment(value: object, branch: str | None, tag: str | None, problems: _P
             continue
         if "heroku" in section:
             problems.warnings.append(f"circle.yml ({path}): heroku deployments are not run by circlet")
-        if _matches(section.get("branch"), branch) or _matches(section.get("tag"), tag):
+        if matches_spec(section.get("branch"), branch) or matches_spec(section.get("tag"), tag):
             return _commands(section.get("commands"), f"{path}.commands", Phase.DEPLOYMENT, problems)
     return []

@@ -425,38 +425,12 @@ def branch_verdict(config: Config, job_name: str, branch: str) -> str | None:
     pattern matches) or `branch-not-whitelisted` (no `only` pattern does). When both are given
     only `ignore` counts (trap 3). Patterns as in workflow filters (`/re/` full match, else
     exact). ConfigError (with the key path) for a malformed `branches`."""
-    from circlet.core.workflow import is_regex, matches
+    from circlet.core.workflow import branch_rule_lists, branch_rule_verdict
 
     job = config.jobs.get(job_name)
     if not isinstance(job, dict) or job.get("branches") is None:
         return None
-    at = f"jobs.{job_name}.branches"
     problems = _Problems(config.filename, config.node)
-    raw = job["branches"]
-    lists: dict[str, list[str]] = {}
-    if not isinstance(raw, dict) or not raw:
-        problems.add("`branches` must be a mapping with `only` and/or `ignore`", at)
-    else:
-        for key, value in raw.items():
-            if key not in ("only", "ignore"):
-                problems.add(f"unknown `branches` key {key!r}: use `only` or `ignore`", f"{at}.{key}")
-                continue
-            items = value if isinstance(value, list) else [value]
-            for k, item in enumerate(items):
-                where = f"{at}.{key}[{k}]" if isinstance(value, list) else f"{at}.{key}"
-                if not isinstance(item, str) or not item:
-                    problems.add("a branch pattern must be a name or a /regular expression/", where)
-                    continue
-                if is_regex(item):
-                    try:
-                        re.compile(item[1:-1])
-                    except re.error as exc:
-                        problems.add(f"invalid regular expression {item}: {exc}", where)
-                        continue
-                lists.setdefault(key, []).append(item)
+    lists = branch_rule_lists(job["branches"], f"jobs.{job_name}.branches", problems.add)
     problems.raise_if_any()
-    if "ignore" in raw:
-        return "branch-blacklisted" if any(matches(p, branch) for p in lists.get("ignore", ())) else None
-    if any(matches(p, branch) for p in lists.get("only", ())):
-        return None
-    return "branch-not-whitelisted"
+    return branch_rule_verdict(lists, branch)

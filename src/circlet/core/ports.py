@@ -405,6 +405,8 @@ class RunRequest:
     workflow_id: str | None = None
     # the jobs of the same workflow this one requires, by build id (attach_workspace reads theirs)
     upstream_build_ids: tuple[int, ...] = ()
+    # retried without cache (api-v1.1.md 8.2): restore_cache steps skip, save_cache still saves
+    no_dependency_cache: bool = False
 
 
 class RunReporter(Protocol):

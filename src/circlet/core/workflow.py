@@ -21,7 +21,7 @@ DECISIONS:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -204,6 +204,46 @@ def matches(pattern: str, name: str) -> bool:
     if is_regex(pattern):
         return re.fullmatch(pattern[1:-1], name) is not None
     return pattern == name
+
+
+def branch_rule_lists(raw: object, at: str, add: Callable[[str, str], None]) -> dict[str, list[str]]:
+    """A `branches: {only, ignore}` rule (2.0 job-level, circle.yml `general.branches`) as
+    {"only"|"ignore": patterns}; each valid key is present, possibly empty. Problems go to
+    `add(message, key path)`; `at` is the rule's path."""
+    lists: dict[str, list[str]] = {}
+    if not isinstance(raw, dict) or not raw:
+        add("`branches` must be a mapping with `only` and/or `ignore`", at)
+        return lists
+    for key, value in raw.items():
+        if key not in ("only", "ignore"):
+            add(f"unknown `branches` key {key!r}: use `only` or `ignore`", f"{at}.{key}")
+            continue
+        lists[key] = []
+        items = value if isinstance(value, list) else [value]
+        for k, item in enumerate(items):
+            where = f"{at}.{key}[{k}]" if isinstance(value, list) else f"{at}.{key}"
+            if not isinstance(item, str) or not item:
+                add("a branch pattern must be a name or a /regular expression/", where)
+                continue
+            if is_regex(item):
+                try:
+                    re.compile(item[1:-1])
+                except re.error as exc:
+                    add(f"invalid regular expression {item}: {exc}", where)
+                    continue
+            lists[key].append(item)
+    return lists
+
+
+def branch_rule_verdict(lists: Mapping[str, list[str]], branch: str) -> str | None:
+    """None when a `branches` rule lets `branch` build, else the build's `dont_build`:
+    `branch-blacklisted` (an `ignore` pattern matches) or `branch-not-whitelisted` (no `only`
+    pattern does). With `ignore` given only `ignore` counts (config.md trap 3)."""
+    if "ignore" in lists:
+        return "branch-blacklisted" if any(matches(p, branch) for p in lists["ignore"]) else None
+    if any(matches(p, branch) for p in lists.get("only", ())):
+        return None
+    return "branch-not-whitelisted"
 
 
 def runs_for(filters: Filters | None, *, branch: str | None, tag: str | None) -> bool:

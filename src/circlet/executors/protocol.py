@@ -78,6 +78,7 @@ def encode_request(request: RunRequest) -> dict[str, Any]:
         "timings": request.timings,
         "workflow_id": request.workflow_id,
         "upstream_build_ids": list(request.upstream_build_ids),
+        "no_dependency_cache": request.no_dependency_cache,
     }
 
 
@@ -95,6 +96,7 @@ def decode_request(data: dict[str, Any]) -> RunRequest:
         timings=data.get("timings"),
         workflow_id=data.get("workflow_id"),
         upstream_build_ids=tuple(data.get("upstream_build_ids") or ()),
+        no_dependency_cache=bool(data.get("no_dependency_cache", False)),  # absent before it existed
     )
 
 

@@ -5,7 +5,8 @@ with put_if_absent, its record `@meta.json` (core/blobkeys.py): the record commi
 so a cache is there whole or not at all, and of two builds saving one key at once exactly one
 wins (the loser's archives are deleted). A cancel kills tar at once: the step ends canceled,
 its archives are deleted and no record is written. restore_cache lists records by key prefix and takes
-the newest of the first candidate that has any.
+the newest of the first candidate that has any. A build retried without cache
+(RunRequest.no_dependency_cache, api-v1.1.md 8.2) skips every restore_cache; save_cache still saves.
 
 Paths below HOME are archived relative to HOME and restored into the restoring node's HOME
 (HOME differs per build on circlet: the absolute path of the saving build means nothing to the
@@ -48,6 +49,7 @@ log = logging.getLogger("circlet.runner.cache")
 
 HOME = "~"  # a part's base: the node's HOME
 ROOT = "/"  # ... or the file system's root
+SKIPPED_RESTORE = "Skipping cache restore: this build was retried without cache"
 
 
 class MissingFile(CircletError):
@@ -222,6 +224,9 @@ def restore_cache(ctx: StepContext) -> StepResult:
     templates = ([args["key"]] if args.get("key") else []) + [k for k in args.get("keys") or [] if k]
     if not templates:
         return failed(ctx, "restore_cache needs key or keys")
+    if ctx.request.no_dependency_cache:
+        ctx.log.line(SKIPPED_RESTORE)
+        return StepResult(status=ActionStatus.SUCCESS)
     if ctx.blobs is None:
         return failed(ctx, "Caches cannot be restored here: this runner has no blob store")
     hit: tuple[str, BlobInfo] | None = None

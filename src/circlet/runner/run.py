@@ -21,8 +21,8 @@ from pathlib import Path
 
 from circlet.agent import HALT_FILE_ENV
 from circlet.core.blobs import BlobStore
-from circlet.core.infer import ARTIFACTS_ENV, TEST_REPORTS_ENV, expand_step_paths, halts_on_failure, no_tests
 from circlet.core.model import Action, ActionStatus, Message, Outcome
+from circlet.core.phases import ARTIFACTS_ENV, TEST_REPORTS_ENV, expand_step_paths, halts_on_failure, no_tests
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
 from circlet.core.status import outcome_from_actions
