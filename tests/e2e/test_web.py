@@ -449,7 +449,8 @@ def test_every_route_refuses_anonymous_and_strangers(env: Env) -> None:
         workflow,
         f"{workflow}/graph",
     ]
-    posts = [f"{build}/retry", f"{build}/ssh", f"{build}/cancel", f"{workflow}/approve", f"{workflow}/cancel"]
+    posts = [f"{build}/retry", f"{build}/retry-without-cache", f"{build}/ssh", f"{build}/cancel"]
+    posts += [f"{workflow}/approve", f"{workflow}/cancel"]
     posts += [
         f"/gh/acme/states/{p}" for p in ("trigger", "settings/env", "settings/webhooks", "settings/tokens")
     ]
@@ -586,6 +587,16 @@ def test_trigger_watch_live_and_cancel(env: Env, admin: httpx.Client) -> None:
     retried = admin.post(path + "/retry", data={"csrf": _csrf(admin)})
     assert retried.status_code == 303 and retried.headers["location"] != path
     assert "Retry of" in admin.get(retried.headers["location"]).text
+    fresh = admin.post(path + "/retry-without-cache", data={"csrf": _csrf(admin)})
+    assert fresh.status_code == 303 and fresh.headers["location"] not in (path, retried.headers["location"])
+    status, build = env.server.request(
+        "GET", "/api/v1.1/project/gh/acme/widget/" + fresh.headers["location"].rsplit("/", 1)[1]
+    )
+    assert (
+        status == 200
+        and build["no_dependency_cache"] is True
+        and build["retry_of"] == int(path.rsplit("/", 1)[1])
+    )
 
 
 def test_admin_settings_forms(env: Env, admin: httpx.Client) -> None:

@@ -86,7 +86,14 @@ async def trigger(request: Request, vcs_type: str, username: str, reponame: str)
 
 
 async def _retry(
-    request: Request, vcs_type: str, username: str, reponame: str, build_num: str, *, ssh: bool
+    request: Request,
+    vcs_type: str,
+    username: str,
+    reponame: str,
+    build_num: str,
+    *,
+    ssh: bool,
+    no_cache: bool = False,
 ) -> Response:
     await form(request)
     session, project, build = await run_in_threadpool(
@@ -94,7 +101,7 @@ async def _retry(
     )
     circlet = services(request).circlet
     new = await run_in_threadpool(
-        lambda: circlet.retry(project, build.build_num, ssh=ssh, user_id=session.user.id)
+        lambda: circlet.retry(project, build.build_num, ssh=ssh, no_cache=no_cache, user_id=session.user.id)
     )
     return redirect(web_path(project, new.build_num))
 
@@ -102,6 +109,14 @@ async def _retry(
 @router.post(B + "/retry")
 async def retry(request: Request, vcs_type: str, username: str, reponame: str, build_num: str) -> Response:
     return await _retry(request, vcs_type, username, reponame, build_num, ssh=False)
+
+
+@router.post(B + "/retry-without-cache")
+async def retry_without_cache(
+    request: Request, vcs_type: str, username: str, reponame: str, build_num: str
+) -> Response:
+    """As the API's `/retry` with `no-cache`: the new build skips cache restores."""
+    return await _retry(request, vcs_type, username, reponame, build_num, ssh=False, no_cache=True)
 
 
 @router.post(B + "/ssh")
