@@ -7,35 +7,18 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from circlet.harness import ServerProcess, commit_files, git, make_repo
+from circlet.harness import ServerProcess, commit_files, git
 
 pytestmark = pytest.mark.timeout(180)
 
 SLUG = "gh/acme/widget"
 P = f"/api/v1.1/project/{SLUG}"
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "widget"
-    make_repo(path, {"README.md": "hello\n"})
-    return path
-
-
-@pytest.fixture
-def server(tmp_path: Path, repo: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", slots=2)
-    with srv:
-        srv.cli("project", "add", SLUG, "--repo", str(repo))
-        srv.make_token()
-        yield srv
 
 
 def trigger(server: ServerProcess, branch: str = "main", body: Any = None) -> dict[str, Any]:

@@ -7,35 +7,18 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from circlet.harness import ServerProcess, commit_files, config_yaml, make_repo
+from circlet.harness import ServerProcess, commit_files, config_yaml
 
 pytestmark = pytest.mark.timeout(180)
 
 SLUG = "gh/acme/widget"
 P = f"/api/v1.1/project/{SLUG}"
 PACKAGE = json.dumps({"name": "widget", "version": "1.0.0", "scripts": {"test": "node test.js"}})
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "widget"
-    make_repo(path, {"README.md": "hello\n"})
-    return path
-
-
-@pytest.fixture
-def server(tmp_path: Path, repo: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", slots=2)
-    with srv:
-        srv.cli("project", "add", SLUG, "--repo", str(repo))
-        srv.make_token()
-        yield srv
 
 
 def trigger(server: ServerProcess, body: Any = None) -> dict[str, Any]:

@@ -6,35 +6,18 @@ save_cache steps still save."""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from circlet.harness import ServerProcess, commit_files, make_repo
+from circlet.harness import ServerProcess, commit_files
 from circlet.runner.cache import SKIPPED_RESTORE
 
 pytestmark = pytest.mark.timeout(180)
 
 SLUG = "gh/acme/widget"
 P = f"/api/v1.1/project/{SLUG}"
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "widget"
-    make_repo(path, {"README.md": "hello\n"})
-    return path
-
-
-@pytest.fixture
-def server(tmp_path: Path, repo: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", slots=2)
-    with srv:
-        srv.cli("project", "add", SLUG, "--repo", str(repo))
-        srv.make_token()
-        yield srv
 
 
 def finished(server: ServerProcess, answer: tuple[int, Any]) -> dict[str, Any]:
