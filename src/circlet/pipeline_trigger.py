@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from circlet.core import circleyml, circleyml_push
 from circlet.core import config as config_mod
 from circlet.core.compile import PipelineValues, compile_config, render_config
-from circlet.core.errors import ConfigError, InvalidRequest, Problem, RepositoryError
+from circlet.core.errors import ConfigError, Problem
 from circlet.core.model import Build, Lifecycle, Message, Outcome, Project, VcsType, Why
 from circlet.core.pipeline import Pipeline, PipelineState, Workflow, WorkflowJob
 from circlet.core.ports import Snapshot
 from circlet.core.workflow import JobSpec, WorkflowSpec, ci_skip, select_jobs
 from circlet.core.workflow_config import parse_workflows
+from circlet.snapshots import build_snapshot
 
 if TYPE_CHECKING:
     from circlet.pipelines import Workflows
@@ -72,13 +73,7 @@ class PipelineTrigger:
         c = self.engine.circlet
         push = why in PUSHES
         build_why = (Why.BITBUCKET if project.vcs_type is VcsType.BITBUCKET else Why.GITHUB) if push else why
-        try:
-            c.source.sync(project)
-        except RepositoryError as exc:
-            raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
-        snap = c.source.snapshot(
-            project, branch=branch if not revision else None, tag=tag, revision=revision, path=CONFIG_PATH
-        )
+        snap = build_snapshot(c.source, project, branch=branch, tag=tag, revision=revision, path=CONFIG_PATH)
         t = _Trigger(project=project, branch=branch, tag=tag, snap=snap, why=build_why, user_id=user_id)
         if push and ci_skip(snap.commit.subject, snap.commit.body):
             return self._skipped(t)

@@ -26,6 +26,7 @@ from circlet.core.workers import containers_of, unstarted_containers
 from circlet.core.workflow import WorkflowGraph
 from circlet.journal import ActionJournal
 from circlet.pipelines import Workflows
+from circlet.snapshots import build_snapshot
 
 log = logging.getLogger("circlet.service")
 
@@ -85,7 +86,8 @@ class TriggerVerbs:
         no_cache: bool = False,
         pin: str | None = None,
     ) -> Build:
-        """Create a build of one job and queue it. Blocking: fetches the repository first.
+        """Create a build of one job and queue it. Blocking: fetches the repository first
+        (unless it already has the full commit SHA asked for: snapshots.py).
 
         `pin` (retries) builds exactly that commit, labelled with `branch`/`tag` as given,
         whatever they point at now.
@@ -107,15 +109,11 @@ class TriggerVerbs:
                 )
         if branch is None and tag is None:
             branch = project.default_branch
-        try:
-            self.source.sync(project)
-        except RepositoryError as exc:
-            raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
         if pin is not None:
-            snap = self.source.snapshot(project, revision=pin, path=CONFIG_PATH)
+            snap = build_snapshot(self.source, project, revision=pin, path=CONFIG_PATH)
         else:
-            snap = self.source.snapshot(
-                project, branch=branch if not revision else None, tag=tag, revision=revision, path=CONFIG_PATH
+            snap = build_snapshot(
+                self.source, project, branch=branch, tag=tag, revision=revision, path=CONFIG_PATH
             )
         sha, commit, config_text = snap.sha, snap.commit, snap.file_text
         job_name = job or _param_job(build_parameters) or DEFAULT_JOB
