@@ -106,6 +106,7 @@ class Fleet:
         self._circlet: Circlet | None = None
         self._pending: dict[int, _Pending] = {}
         self._ended: dict[int, None] = {}  # builds ended as lost here, oldest first
+        self._crashed: set[tuple[int, str]] = set()  # (build, worker) whose runner died there
         self._listed: dict[int, datetime] = {}  # running build -> when a heartbeat last listed it
         self._alive: set[str] = set()  # workers whose last heartbeat here found them alive
         self._sweeps = 0
@@ -170,12 +171,9 @@ class Fleet:
             for build_id in info.running:
                 self._listed[build_id] = now
         store = self.circlet.store
-        for build_id in info.crashed:  # its runner died there: end it now, not after lost_after
-            build = store.get_build_by_id(build_id)
-            worker = self.workers.get_worker(info.name)
-            running_here = build is not None and info.name in running_workers(build)
-            if build is not None and build.lifecycle is Lifecycle.RUNNING and worker and running_here:
-                self._end_lost(build, worker, now, why=crash_message(worker))
+        if info.crashed:  # its runner died there: the sweeper ends it next pass, not after lost_after
+            with self._lock:  # (not here: a retry's trigger must not hold up the heartbeat's answer)
+                self._crashed.update((build_id, info.name) for build_id in info.crashed)
         cancel = to_cancel(info.name, {b: store.get_build_by_id(b) for b in info.running})
         if cancel:
             log.info("event=worker_told_to_cancel name=%s builds=%s", info.name, list(cancel))
@@ -217,6 +215,7 @@ class Fleet:
         if self._sweeps % FORGET_EVERY == 0:
             self.workers.forget(now - FORGET_AFTER)  # lost and stopped workers, listed for a day
         workers = {w.name: w for w in self.workers.list_workers()}
+        self._end_crashed(workers, now)
         lost: list[str] = []
         if now - self._started_at <= timedelta(seconds=self.lost_after):
             # Just started: workers could not reach a server that was not running; give them
@@ -255,6 +254,24 @@ class Fleet:
         self._watch_waiting(list(workers.values()), running)
         return lost
 
+    def _end_crashed(self, workers: dict[str, Worker], now: datetime) -> None:
+        """End the builds whose runner process died on a worker that said so (a heartbeat's
+        `crashed`), if that worker still runs a container of theirs."""
+        with self._lock:
+            crashed, self._crashed = sorted(self._crashed), set()
+        for at, (build_id, name) in enumerate(crashed):
+            try:
+                build = self.circlet.store.get_build_by_id(build_id)
+                worker = workers.get(name)
+                if build is None or worker is None or build.lifecycle is not Lifecycle.RUNNING:
+                    continue
+                if name in running_workers(build):
+                    self._end_lost(build, worker, now, why=crash_message(worker))
+            except BaseException:
+                with self._lock:  # (a database hiccup: the next pass tries again)
+                    self._crashed.update(crashed[at:])
+                raise
+
     def _end_lost(
         self,
         build: Build,
@@ -264,14 +281,25 @@ class Fleet:
         orphaned: bool = False,
         why: Message | None = None,
     ) -> None:
-        circlet = self.circlet
         build_id = build.id or 0
-        with self._lock:  # the sweeper and a heartbeat may both find it: end and retry it once
+        with self._lock:  # two paths may find it lost at once: end and retry it once
             if build_id in self._ended:
                 return
             self._ended[build_id] = None
             while len(self._ended) > ENDED_KEPT:
                 self._ended.pop(next(iter(self._ended)))
+        try:
+            self._end_and_retry(build, owner, now, orphaned=orphaned, why=why)
+        except BaseException:
+            with self._lock:  # (a database hiccup: the next sweep tries again)
+                self._ended.pop(build_id, None)
+            raise
+
+    def _end_and_retry(
+        self, build: Build, owner: Worker | None, now: datetime, *, orphaned: bool, why: Message | None
+    ) -> None:
+        circlet = self.circlet
+        build_id = build.id or 0
         if owner is None:
             owner = Worker(
                 info=WorkerInfo(
@@ -290,9 +318,12 @@ class Fleet:
                 )
         why = why or (orphan_message(owner) if orphaned else lost_message(owner, now))
         circlet.build_finished(build_id, Outcome.INFRASTRUCTURE_FAIL, now, (why,))
+        ended = circlet.store.get_build_by_id(build_id)
+        if ended is None or why not in ended.messages:
+            return  # its runner's own end came first (or it is gone): nothing was lost
         log.warning("event=build_lost build_id=%s worker=%s retry=%s", build_id, owner.name, retry)
-        if build.outcome is Outcome.CANCELED:
-            return  # a user's cancel: it ends canceled, and is not retried
+        if ended.outcome is Outcome.CANCELED:
+            return  # a user's cancel (before, or while it was being ended): not retried
         project = circlet.store.get_project_by_id(build.project_id)
         retry_num: int | None = None
         problem: str | None = None if project is not None else "its project is gone"

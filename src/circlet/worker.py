@@ -191,7 +191,7 @@ class WorkerAgent:
         self._interval = options.heartbeat
         self._lost_after: float | None = None
         self._last_ok = time.monotonic()
-        self._fenced = False  # since the last answered heartbeat
+        self._fenced: set[tuple[int, int]] = set()  # containers fenced since the last answered heartbeat
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
 
@@ -200,6 +200,14 @@ class WorkerAgent:
     def _started(self, build_id: int, node: int, slot: SlotProcess) -> None:
         with self._lock:
             self._running[(build_id, node)] = slot
+
+    def _runner_died(self, build_id: int, node: int, slot: SlotProcess) -> None:
+        """The slot's runner process died under a task: if the container had started there (not
+        a duplicate the server refused), the next heartbeats say so and the server ends the
+        build at once rather than after lost_after."""
+        with self._lock:
+            if self._running.get((build_id, node)) is slot:
+                self._crashed.add(build_id)
 
     def _finished(self, build_id: int, node: int, slot: SlotProcess) -> None:
         """A slot is done with a task. Only its own record goes: the same container delivered
@@ -235,9 +243,8 @@ class WorkerAgent:
         try:
             outcome = slot.run(request, node, message)
             log.info("event=build_done build_id=%s node=%s outcome=%s", request.build_id, node, outcome)
-            if outcome is None:  # its runner died: tell the server now rather than let it time out
-                with self._lock:
-                    self._crashed.add(request.build_id)
+            if outcome is None:
+                self._runner_died(request.build_id, node, slot)
         finally:
             self._finished(request.build_id, node, slot)
 
@@ -268,6 +275,7 @@ class WorkerAgent:
         timeout = (
             HEARTBEAT_TIMEOUT if lost_after is None else min(HEARTBEAT_TIMEOUT, max(0.5, lost_after / 3))
         )
+        sent = time.monotonic()  # (the server heard us after this, not after its answer came)
         try:
             reply: HeartbeatReply = self.client.heartbeat(info, timeout=timeout)
         except Exception as exc:
@@ -275,9 +283,9 @@ class WorkerAgent:
             log.warning("event=heartbeat_failed silent_s=%.1f error=%r", silent, exc)
             self.check_fence()  # (the watchdog does it too, without waiting for a call to fail)
             return None
-        self._last_ok = time.monotonic()
-        self._fenced = False
         with self._lock:
+            self._last_ok = max(self._last_ok, sent)
+            self._fenced.clear()
             self._crashed.difference_update(info.crashed)
         self._interval = reply.interval
         self._lost_after = reply.lost_after
@@ -288,25 +296,22 @@ class WorkerAgent:
         return reply
 
     def check_fence(self) -> bool:
-        """Fence every build here (once per silence) when the server has not answered a
-        heartbeat for FENCE_FRACTION of its lost_after; True when fenced now."""
-        lost_after = self._lost_after
-        if lost_after is None or self._fenced:
-            return False
-        silent = time.monotonic() - self._last_ok
-        if silent <= FENCE_FRACTION * lost_after:
-            return False
-        self._fenced = True
-        log.warning("event=server_unreachable silent_s=%.1f lost_after=%s", silent, lost_after)
-        self.fence_all()
-        return True
-
-    def fence_all(self) -> None:
-        with self._lock:
-            running = dict(self._running)
-        for (build_id, _), slot in running.items():
+        """Fence the containers running here (each once per silence, also one that started
+        during it) when no heartbeat sent in the last FENCE_FRACTION of the server's lost_after
+        was answered; True when it fenced any now."""
+        with self._lock:  # (checked and marked together: an answer cannot slip in between)
+            lost_after = self._lost_after
+            silent = time.monotonic() - self._last_ok
+            if lost_after is None or silent <= FENCE_FRACTION * lost_after:
+                return False
+            fence = {key: slot for key, slot in self._running.items() if key not in self._fenced}
+            self._fenced.update(fence)
+        if fence:
+            log.warning("event=server_unreachable silent_s=%.1f lost_after=%s", silent, lost_after)
+        for (build_id, _), slot in fence.items():
             log.warning("event=build_fenced build_id=%s reason=server_unreachable", build_id)
             slot.send({"op": "fence", "build_id": build_id})
+        return bool(fence)
 
     def start_heartbeat(self) -> None:
         """Start the heartbeat thread (once)."""

@@ -252,3 +252,48 @@ def test_a_restore_extracts_only_the_path_the_cache_was_saved_for(
     assert outcome is Outcome.SUCCESS, second.log(101)
     assert second.log(102).startswith("one\n")
     assert ".bashrc-evil" not in second.log(102)
+
+
+def test_a_superseding_save_keeps_only_the_newest_two_caches_of_its_prefix(
+    blobs: FileBlobStore, tmp_path: Path
+) -> None:
+    def save_superseding(n: int) -> PlannedStep:
+        return PlannedStep(
+            kind=StepKind.SAVE_CACHE,
+            name="Save cache",
+            args={"key": f"v1-main:{n}", "paths": ["deps"], "supersedes": "v1-main:"},
+        )
+
+    for n in range(1, 5):
+        outcome, result = build(
+            blobs, tmp_path, [run(f"mkdir -p deps && echo {n} > deps/n"), save_superseding(n)], n
+        )
+        assert outcome is Outcome.SUCCESS, result.log(102)
+    outcome, _ = build(
+        blobs, tmp_path, [run("mkdir -p deps && echo x > deps/n"), save("v1-dev:1", "deps")], 9
+    )
+    assert outcome is Outcome.SUCCESS
+
+    kept = sorted(k for info in blobs.list(caches_prefix(1)) if (k := info.key).endswith("@meta.json"))
+    assert [k.split("/")[2] for k in kept] == ["v1-dev%3A1", "v1-main%3A3", "v1-main%3A4"]
+    assert not [info for info in blobs.list(caches_prefix(1)) if "v1-main%3A1" in info.key]
+    assert "Removed 1 older cache(s) of v1-main:" in result.log(102)
+
+
+def test_a_cache_deleted_while_it_is_restored_is_no_cache(blobs: FileBlobStore, tmp_path: Path) -> None:
+    outcome, _ = build(blobs, tmp_path, [run("mkdir -p deps && echo 1 > deps/n"), save("v1", "deps")], 1)
+    assert outcome is Outcome.SUCCESS
+    found = find_cache(blobs, 1, "v1")
+    assert found is not None
+    real_open = blobs.open
+
+    def open_after_expiry(key: str) -> Any:
+        if key.endswith(".tar"):  # the janitor removed the cache between its record and its parts
+            blobs.delete_prefix(found[1].key[: -len("@meta.json")])
+        return real_open(key)
+
+    blobs.open = open_after_expiry  # type: ignore[method-assign]
+    outcome, result = build(blobs, tmp_path, [restore("v1"), run("test ! -e deps/n")], 2)
+
+    assert outcome is Outcome.SUCCESS, result.log(101)
+    assert "was deleted while restoring; continuing without it" in result.log(101)

@@ -6,20 +6,25 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from datetime import UTC, datetime
+from typing import IO
 
 import pytest
 
 from circlet.core.blobs import BlobInfo
+from circlet.core.errors import NotFound
 from circlet.http.artifacts import (
     CHUNK,
     UNSATISFIABLE,
+    _opened,
     byte_range,
     entity_tag,
     http_date,
     if_range_holds,
     read_chunks,
 )
+from circlet.testing.blobs import InMemoryBlobStore
 
 U = UNSATISFIABLE
 
@@ -142,3 +147,39 @@ def test_read_chunks_closes_a_stream_dropped_half_way() -> None:
     assert len(next(pieces)) == CHUNK
     pieces.close()
     assert stream.closed
+
+
+class ReplacedOnce(InMemoryBlobStore):
+    """A store whose blob is replaced (by another writer) just after the first open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opens = 0
+
+    def open(self, key: str) -> IO[bytes]:
+        stream = super().open(key)
+        self.opens += 1
+        if self.opens == 1:
+            time.sleep(0.002)  # (a new write time)
+            self.put(key, io.BytesIO(b"the second version, longer"))
+        return stream
+
+
+def test_a_blob_replaced_while_opened_is_opened_again_so_headers_match_the_bytes() -> None:
+    store = ReplacedOnce()
+    store.put("artifacts/1/0/a.txt", io.BytesIO(b"first"))
+
+    info, stream = _opened(store, "artifacts/1/0/a.txt", headers_only=False)
+
+    assert stream is not None
+    with stream:
+        assert stream.read() == b"the second version, longer"
+    assert info.size == len(b"the second version, longer") and store.opens == 2
+
+
+def test_a_missing_blob_is_not_found_and_head_opens_nothing() -> None:
+    store = ReplacedOnce()
+    with pytest.raises(NotFound):
+        _opened(store, "artifacts/1/0/none", headers_only=False)
+    store.put("artifacts/1/0/a.txt", io.BytesIO(b"x"))
+    assert _opened(store, "artifacts/1/0/a.txt", headers_only=True)[1] is None and store.opens == 0

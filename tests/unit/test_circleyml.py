@@ -213,8 +213,9 @@ def test_cache_directories_are_restored_before_and_saved_after_the_dependencies(
     assert save.args == {
         "key": "circle-1.0-cache-{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}",
         "paths": ["vendor/bundle", "~/.npm"],
+        "supersedes": "circle-1.0-cache-{{ .Branch }}:",  # ... and the branch's older ones go
     }
-    assert save.args["key"].startswith(keys[0])
+    assert save.args["key"].startswith(keys[0]) and save.args["supersedes"] == keys[0]
     assert (restore.when, save.when) == (When.ON_SUCCESS, When.ON_SUCCESS)
 
 

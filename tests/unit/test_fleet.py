@@ -9,7 +9,7 @@ from textwrap import dedent
 
 import pytest
 
-from circlet.core.model import Build, Lifecycle, Message, Outcome, Project, Why
+from circlet.core.model import Action, Build, Lifecycle, Message, Outcome, Project, Why
 from circlet.core.ports import BuildQuery
 from circlet.core.workers import (
     HeartbeatReply,
@@ -510,6 +510,9 @@ def test_a_crashed_runner_ends_its_build_at_once_and_it_is_retried_once(env: Env
     env.start(build)
 
     env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # no waiting for lost_after
+    assert env.get(build).lifecycle is Lifecycle.RUNNING  # (the heartbeat's answer does not wait)
+    env.fleet.sweep()  # the next pass, a second later, ends it
+    assert env.get(build).outcome is Outcome.INFRASTRUCTURE_FAIL
     env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # said again (reply was lost)
     env.clock.tick(31)
     env.fleet.sweep()  # ... nor does the sweeper end it a second time
@@ -520,11 +523,38 @@ def test_a_crashed_runner_ends_its_build_at_once_and_it_is_retried_once(env: Env
     assert [b.retry_of for b in env.builds()] == [None, build.build_num]
 
 
+def test_a_lost_build_whose_ending_failed_is_ended_by_a_later_pass(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = env.trigger()
+    env.svc.worker_heartbeat(replace(INFO, busy=1, running=(build.id or 0,)))
+    env.start(build)
+    env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))
+    real = env.store.list_actions
+    calls: list[int] = []
+
+    def hiccup(build_id: int) -> list[Action]:
+        calls.append(build_id)
+        if len(calls) == 1:
+            raise OSError("the database went away for a moment")
+        return real(build_id)
+
+    monkeypatch.setattr(env.store, "list_actions", hiccup)
+    with pytest.raises(OSError):
+        env.fleet.sweep()
+    assert env.get(build).lifecycle is Lifecycle.RUNNING
+    env.fleet.sweep()  # the next pass
+
+    assert env.get(build).outcome is Outcome.INFRASTRUCTURE_FAIL
+    assert [b.retry_of for b in env.builds()] == [None, build.build_num]
+
+
 def test_a_crash_reported_by_a_worker_that_does_not_run_the_build_is_ignored(env: Env) -> None:
     build = env.trigger()
     env.start(build, "w2")
 
     env.svc.worker_heartbeat(replace(INFO, crashed=(build.id or 0,)))  # w1 says so
+    env.fleet.sweep()
 
     assert env.get(build).lifecycle is Lifecycle.RUNNING
 

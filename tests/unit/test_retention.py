@@ -102,6 +102,12 @@ LONGER = LONG + "-more"  # ... and a longer key whose first segment is that one
             id="zero-keeps-for-ever",
         ),
         pytest.param([blob("elsewhere/file", 999), blob("artifacts/x", 999)], DEFAULT, (), id="unknown-kept"),
+        pytest.param(
+            [*cache(7, "k", 20), blob("caches/7/k/notes.txt", 1)],
+            DEFAULT,
+            (),
+            id="a-fresh-unknown-blob-keeps-its-cache-folder",
+        ),
     ],
 )
 def test_expired(blobs: list[BlobInfo], policy: RetentionPolicy, prefixes: tuple[str, ...]) -> None:

@@ -131,3 +131,36 @@ def test_a_cut_off_worker_fences_its_builds_while_its_heartbeat_still_hangs(tmp_
     finally:
         server.release.set()
         worker.stop()
+
+
+def test_a_runner_that_died_under_a_refused_duplicate_is_no_crash_of_the_build(tmp_path: Path) -> None:
+    server = Server()
+    worker = agent(server, tmp_path)
+    running, duplicate = Slot(), Slot()
+    worker._busy = 2
+    worker._started(7, 0, running)  # type: ignore[arg-type]
+
+    worker._runner_died(7, 0, duplicate)  # type: ignore[arg-type]
+    assert worker.info().crashed == ()
+    worker._runner_died(7, 0, running)  # type: ignore[arg-type]
+    assert worker.info().crashed == (7,)
+
+
+def test_a_container_started_during_the_silence_is_fenced_too_and_each_only_once(tmp_path: Path) -> None:
+    server = Server()
+    worker = agent(server, tmp_path)
+    worker.beat()  # the server's answer: lost_after 3 s
+    first, second = Slot(), Slot()
+    worker._busy = 2
+    worker._started(7, 0, first)  # type: ignore[arg-type]
+    worker._last_ok -= 2.8  # silent for more than 90% of lost_after
+
+    assert worker.check_fence()
+    worker._started(8, 0, second)  # type: ignore[arg-type]  # (its start got through meanwhile)
+    assert worker.check_fence()
+    assert not worker.check_fence()
+
+    assert first.sent == [{"op": "fence", "build_id": 7}]
+    assert second.sent == [{"op": "fence", "build_id": 8}]
+    worker.beat()  # answered again: nothing fenced while the server hears us
+    assert not worker.check_fence()

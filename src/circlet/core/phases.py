@@ -138,13 +138,18 @@ def restore_cache_step(default_branch: str | None) -> PlannedStep:
 
 
 def save_cache_step(paths: tuple[str, ...]) -> PlannedStep:
-    """After the dependencies phase, from node 0: a new cache every build (CircleCI 1.0 re-saved it)."""
+    """After the dependencies phase, from node 0: a new cache every build (CircleCI 1.0 re-saved
+    it); the branch's older ones are deleted but the previous one."""
     return PlannedStep(
         kind=StepKind.SAVE_CACHE,
         name=SAVE_CACHE_NAME,
         type=Phase.DEPENDENCIES.value,
         source="cache",
-        args={"key": CACHE_PREFIX + "{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}", "paths": list(paths)},
+        args={
+            "key": CACHE_PREFIX + "{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}",
+            "paths": list(paths),
+            "supersedes": CACHE_PREFIX + "{{ .Branch }}:",  # older ones of the branch go (cache.py)
+        },
         parallel=False,
     )
 

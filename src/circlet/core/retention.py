@@ -14,7 +14,7 @@ ever). Expiry goes by the units a user sees, never half of one (blobkeys.py has 
 
 An encoded cache key is cut into 200-character segments, so one cache's folder can hold
 another, longer key's: such a folder is only removed when everything under it has expired.
-Blobs of no known kind are never touched.
+Blobs of no known kind are never chosen, and a fresh one inside a cache folder keeps the folder.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def expired(blobs: Iterable[BlobInfo], now: datetime, policy: RetentionPolicy) -
     """The prefixes whose blobs have all expired under `policy` at `now` (module docstring)."""
     groups: dict[str, list[BlobInfo]] = {}
     caches: dict[str, BlobInfo] = {}  # cache folder -> its meta
-    for info in blobs:
+    every = sorted(blobs, key=lambda info: info.key)  # (of every kind: a folder goes whole)
+    keys = [info.key for info in every]
+    for info in every:
         group = _group(info.key)
         if group is not None:
             groups.setdefault(group, []).append(info)
@@ -79,11 +81,6 @@ def expired(blobs: Iterable[BlobInfo], now: datetime, policy: RetentionPolicy) -
             meta = caches.get(folder)
             if meta is None and newest < now - ORPHAN_PARTS_AFTER:
                 chosen.append(prefix)  # no cache names them (a meta that expired goes below)
-    every = sorted(
-        [info for members in groups.values() for info in members] + list(caches.values()),
-        key=lambda info: info.key,
-    )
-    keys = [info.key for info in every]
     if cache_cutoff is not None:
         for folder, meta in caches.items():
             # Everything in the folder must have expired: normally the cache's own parts (saved

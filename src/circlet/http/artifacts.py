@@ -35,7 +35,7 @@ from starlette.responses import Response, StreamingResponse
 
 from circlet.core import signing
 from circlet.core.blobkeys import artifact_key, artifacts_prefix, parse_artifact_key
-from circlet.core.blobs import BlobInfo, BlobNotFound, InvalidBlobKey
+from circlet.core.blobs import BlobInfo, BlobNotFound, BlobStore, InvalidBlobKey
 from circlet.core.errors import NotFound
 from circlet.core.model import Build, Project, Scope
 from circlet.http.deps import project_access, services, token_secret
@@ -167,11 +167,9 @@ def download(
         raise NotFound("Artifact not found")
     try:
         key = artifact_key(build.id, node, path)
-        info = blobs.stat(key)
     except InvalidBlobKey:
-        info = None
-    if info is None:
-        raise NotFound("Artifact not found")
+        raise NotFound("Artifact not found") from None
+    info, stream = _opened(blobs, key, headers_only=request.method == "HEAD")
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if media_type.startswith("text/") or media_type in ("application/json", "application/javascript"):
         media_type += "; charset=utf-8"
@@ -189,6 +187,8 @@ def download(
     if wanted is not None and (if_range is None or if_range_holds(if_range, info)):
         span = byte_range(wanted, info.size)
     if span == UNSATISFIABLE:
+        if stream is not None:
+            stream.close()
         headers["Content-Range"] = f"bytes */{info.size}"
         message = f"Range not satisfiable: the artifact is {info.size} bytes long"
         return json_response(request, {"message": message}, 416, headers=headers)
@@ -197,15 +197,32 @@ def download(
         status, (first, stop) = 206, span
         headers["Content-Range"] = f"bytes {first}-{stop - 1}/{info.size}"
     headers["Content-Length"] = str(stop - first)
-    if request.method == "HEAD":
+    if stream is None:  # HEAD
         return Response(b"", status_code=status, media_type=media_type, headers=headers)
-    try:
-        stream = blobs.open(key)
-    except BlobNotFound:  # deleted since stat
-        raise NotFound("Artifact not found") from None
     return StreamingResponse(
         read_chunks(stream, first, stop), status_code=status, media_type=media_type, headers=headers
     )
+
+
+def _opened(blobs: BlobStore, key: str, *, headers_only: bool) -> tuple[BlobInfo, IO[bytes] | None]:
+    """The blob's info and, unless `headers_only`, an open stream of exactly that version: the
+    blob is looked at before and after it is opened, and opened again if it was replaced in
+    between (two store_artifacts steps of a build writing one name), so the ETag, length and
+    range sent always describe the bytes sent. NotFound when there is none."""
+    for _ in range(5):
+        info = blobs.stat(key)
+        if info is None:
+            break
+        if headers_only:
+            return info, None
+        try:
+            stream = blobs.open(key)
+        except BlobNotFound:  # deleted meanwhile
+            break
+        if blobs.stat(key) == info:
+            return info, stream
+        stream.close()  # replaced while being opened: look again
+    raise NotFound("Artifact not found")
 
 
 # HEAD of a download: the same handler (it leaves the body out), not in the OpenAPI document.

@@ -101,6 +101,8 @@ class Stopper:
     def reap(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
         """Wait for the processes to end; their exit codes. Their groups are no longer signalled."""
         for proc in procs:  # ended, not reaped yet: its number cannot be another's meanwhile
+            if proc.returncode is not None:
+                continue  # reaped already: its number may be another child's now, never wait on it
             with contextlib.suppress(ChildProcessError):
                 os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         with self._lock:

@@ -28,13 +28,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from circlet.core.blobkeys import (
+    CACHE_META,
     cache_meta_key,
     cache_part_key,
     cache_parts_prefix,
     cache_search_prefix,
     parse_cache_meta_key,
 )
-from circlet.core.blobs import BlobInfo, BlobStore, InvalidBlobKey
+from circlet.core.blobs import BlobInfo, BlobNotFound, BlobStore, InvalidBlobKey
 from circlet.core.cachekey import KeyValues, arch_name, file_checksum, render
 from circlet.core.errors import CircletError
 from circlet.core.filesets import PathRefused
@@ -177,7 +178,37 @@ def save_cache(ctx: StepContext) -> StepResult:
     log.info(
         "event=cache_saved project_id=%s key=%r bytes=%s seconds=%.3f", _project_id(ctx), key, size, took
     )
+    supersedes = args.get("supersedes")
+    if isinstance(supersedes, str) and supersedes:
+        _drop_superseded(ctx, supersedes)
     return StepResult(status=ActionStatus.SUCCESS)
+
+
+SUPERSEDED_KEPT = 2  # the newest caches of a `supersedes` prefix kept: the one just saved, and one
+# more for a restore that chose it just before
+
+
+def _drop_superseded(ctx: StepContext, template: str) -> None:
+    """Delete the caches whose key starts with the rendered `template` but the newest
+    SUPERSEDED_KEPT (a 1.0 `cache_directories` cache is saved anew by every build of a branch:
+    without this each would stay until CIRCLET_CACHE_DAYS). Best effort: a failure is logged."""
+    assert ctx.blobs is not None
+    project_id = _project_id(ctx)
+    try:
+        prefix = render_key(ctx, template)
+        metas = [
+            info
+            for info in ctx.blobs.list(cache_search_prefix(project_id, prefix))
+            if (parse_cache_meta_key(project_id, info.key) or "").startswith(prefix)
+        ]
+        metas.sort(key=lambda info: (info.created_at, info.key), reverse=True)
+        for info in metas[SUPERSEDED_KEPT:]:
+            ctx.blobs.delete_prefix(info.key[: -len(CACHE_META)])
+    except (CircletError, OSError) as exc:
+        log.warning("event=cache_supersede_failed prefix=%r error=%r", template, exc)
+        return
+    if len(metas) > SUPERSEDED_KEPT:
+        ctx.log.line(f"Removed {len(metas) - SUPERSEDED_KEPT} older cache(s) of {prefix}")
 
 
 def _parts(ctx: StepContext, paths: list[str]) -> list[tuple[str, str, str, Path]] | StepResult:
@@ -274,7 +305,7 @@ def _unpack(ctx: StepContext, key: str, meta: dict[str, Any]) -> StepResult:
                     ctx.log.line(f"Warning: {exc.message}; not restored")
                     continue
             try:
-                with ctx.blobs.open(part["blob"]) as stream:
+                with ctx.blobs.open(part["blob"]) as stream:  # (BlobNotFound: deleted since found)
                     said = unpack(
                         stream,
                         dest,
@@ -286,6 +317,11 @@ def _unpack(ctx: StepContext, key: str, meta: dict[str, Any]) -> StepResult:
             except Stopped:
                 ctx.log.line("Canceled: the cache is partly restored")
                 return StepResult(status=ActionStatus.CANCELED)
+            except BlobNotFound:  # expired or superseded while restored: as no cache at all
+                ctx.log.line(
+                    f"Warning: the cache at {key} was deleted while restoring; continuing without it"
+                )
+                return StepResult(status=ActionStatus.SUCCESS)
             except (ArchiveError, CircletError, OSError) as exc:
                 return failed(ctx, f"Could not restore {part['shown']}: {exc}")
             if said:
