@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_circle_yml import CACHED  # type: ignore[import-not-found]
+from test_circle_yml import LOOK as CACHED_LOOK
 
 from circlet.harness import ServerProcess, commit_files
 from circlet.runner.cache import SKIPPED_RESTORE
@@ -72,18 +74,7 @@ def test_a_retry_without_cache_skips_restore_and_still_saves(server: ServerProce
     assert after["no_dependency_cache"] is False
 
 
-CIRCLE_YML = """\
-dependencies:
-  cache_directories:
-    - vendor
-  override:
-    - test -f vendor/stamp && echo restored $(cat vendor/stamp) || echo fresh
-    - mkdir -p vendor && echo from-$CIRCLE_BUILD_NUM > vendor/stamp
-test:
-  override:
-    - echo tests
-"""
-LOOK = "test -f vendor/stamp && echo restored $(cat vendor/stamp) || echo fresh"
+CIRCLE_YML, LOOK = CACHED, CACHED_LOOK  # (test_circle_yml.py's cache_directories project)
 
 
 def test_a_circle_yml_retry_without_cache_by_query_skips_cache_directories(
