@@ -13,6 +13,7 @@ from circlet.executors.local import LocalExecutor, SlotRunner, ThreadRunner
 from circlet.fleet import Fleet
 from circlet.http.deps import Services
 from circlet.janitor import BlobJanitor
+from circlet.metrics import Metrics
 from circlet.notify import Notifier
 from circlet.poller import BranchPoller, Pushes
 from circlet.runner import sandbox
@@ -118,7 +119,11 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
         sweeping=settings.executor == "celery",
     )
     blobs = FileBlobStore(settings.blobs_dir)
+    metrics = Metrics(  # docs/metrics.md
+        store, workers=fleet.list_workers if settings.executor == "celery" else None, clock=fleet.clock
+    )
     circlet = Circlet(
+        on_finished=(metrics.build_finished,),
         blobs=blobs,
         fleet=fleet,
         store=store,
@@ -136,7 +141,9 @@ def build_services(settings: Settings, *, migrate_db: bool = True) -> App:
     return App(
         settings=settings,
         circlet=circlet,
-        services=Services(circlet=circlet, links=links, worker_token=settings.worker_token, pushes=pushes),
+        services=Services(
+            circlet=circlet, links=links, worker_token=settings.worker_token, pushes=pushes, metrics=metrics
+        ),
         poller=BranchPoller(pushes, interval=settings.poll_interval),
         scheduler=Scheduler(circlet, SqlScheduleStore(engine), enabled=settings.scheduler),  # schedules.md
         janitor=BlobJanitor(

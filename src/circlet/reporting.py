@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ class RunReporterVerbs:
     _lock: threading.RLock
     _stopping: bool
     _project_of_build: dict[int, int]
+    finished_observers: list[Callable[[Build], None]]
 
     if TYPE_CHECKING:  # provided by Circlet and ViewVerbs
 
@@ -145,6 +147,11 @@ class RunReporterVerbs:
             self.store.save_build(replace(done, extra={**done.extra, "status": self.status_of(done)}))
             self._touch(done.project_id)
         log.info("event=build_finished build_id=%s outcome=%s", build_id, final)
+        for observe in self.finished_observers:  # (metrics.py)
+            try:
+                observe(done)
+            except Exception:  # an observer's bug must not harm the build
+                log.exception("event=finished_observer_failed build_id=%s", build_id)
         self._notify(build_id)
         if self.workflows is not None:
             self.workflows.build_changed(build_id)  # start what waited for it

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,8 +97,11 @@ class Circlet(TriggerVerbs, RunReporterVerbs, ViewVerbs, AccountVerbs, ProjectSe
         fleet: Fleet | None = None,
         blobs: BlobStore | None = None,
         sessions: SessionStore | None = None,
+        on_finished: Sequence[Callable[[Build], None]] = (),
     ) -> None:
+        """`on_finished`: told each build that finished through build_finished (metrics.py)."""
         self.store = store
+        self.finished_observers = list(on_finished)
         # web sign-ins (accounts.py); in memory unless given (bootstrap gives the SQL store)
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.blobs = blobs  # artifacts, caches, workspaces (core/blobkeys.py); None: none kept

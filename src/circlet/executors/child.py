@@ -45,7 +45,6 @@ log = logging.getLogger("circlet.executors.child")
 START_DELAY = 0.02  # seconds a step's "started" is held back (PipeReporter)
 
 
-
 # ---------------------------------------------------------------- in the child
 
 

@@ -1,4 +1,4 @@
-"""Administrators' endpoints (not part of CircleCI's API): webhook deliveries.
+"""Administrators' endpoints (not part of CircleCI's API): webhook deliveries, workers, metrics.
 
 Only a personal token of an administrator gets in: no token (or an unknown one) is 401
 `You must log in first.`, any other token 403 `Permission denied`.
@@ -18,6 +18,7 @@ from circlet.core.projects import Delivery
 from circlet.core.workers import worker_json
 from circlet.http.deps import caller, services
 from circlet.http.responses import json_response
+from circlet.metrics import CONTENT_TYPE
 from circlet.wire import iso
 
 router = APIRouter()
@@ -91,6 +92,16 @@ def webhook_deliveries(request: Request) -> Response:
         raise InvalidRequest("build_num needs project (gh/acme/widget)")
     rows = services(request).circlet.list_deliveries(project=project, build_num=build_num, limit=limit)
     return json_response(request, [delivery_json(*row) for row in rows])
+
+
+@router.get("/admin/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (docs/metrics.md), in the text exposition format."""
+    admin_user(request)
+    found = services(request).metrics
+    if found is None:
+        raise NotFound("This server keeps no metrics")
+    return Response(found.render(), media_type=CONTENT_TYPE)
 
 
 @router.get("/admin/workers")

@@ -12,6 +12,7 @@ from circlet.core.errors import NotFound, PermissionDenied, Unauthenticated
 from circlet.core.model import Project, Scope, Token, User
 from circlet.core.permissions import Decision, decide
 from circlet.http.cache import RenderCache
+from circlet.metrics import Metrics
 from circlet.poller import Pushes
 from circlet.service import Circlet
 from circlet.wire import Links
@@ -26,6 +27,7 @@ class Services:
     cache: RenderCache = field(default_factory=RenderCache)
     pushes: Pushes | None = None  # push webhooks (http/hooks.py); None = refused
     worker_token: str = ""  # the runner gateway's shared secret (remote/gateway.py); "" = refuse all
+    metrics: Metrics | None = None  # GET /api/v1.1/admin/metrics (metrics.py); None = 404
 
 
 def services(request: Request) -> Services:
