@@ -297,3 +297,60 @@ def test_a_cache_deleted_while_it_is_restored_is_no_cache(blobs: FileBlobStore, 
 
     assert outcome is Outcome.SUCCESS, result.log(101)
     assert "was deleted while restoring; continuing without it" in result.log(101)
+
+
+def optional_restore(*keys: str) -> PlannedStep:
+    """As the 1.0 "Restore cache" step (core/phases.py): its failures are warnings."""
+    return PlannedStep(
+        kind=StepKind.RESTORE_CACHE, name="Restore cache", args={"keys": list(keys), "optional": True}
+    )
+
+
+def test_a_corrupt_cache_fails_a_restore_but_not_an_optional_one(
+    blobs: FileBlobStore, tmp_path: Path
+) -> None:
+    import io
+    import json
+
+    outcome, _ = build(blobs, tmp_path, [run("mkdir -p deps && echo 1 > deps/n"), save("v1:1", "deps")], 1)
+    assert outcome is Outcome.SUCCESS
+    found = find_cache(blobs, 1, "v1:")
+    assert found is not None
+    with blobs.open(found[1].key) as stream:
+        blobs.put(
+            json.loads(stream.read())["parts"][0]["blob"], io.BytesIO(b"garbage, not a tar archive" * 50)
+        )
+
+    outcome, plain = build(blobs, tmp_path, [restore("v1:"), run("echo never")], 2)
+    assert outcome is Outcome.FAILED  # 2.x restore_cache: as before
+    assert plain.status(101) is ActionStatus.FAILED
+    assert "Could not restore ~/project/deps" in plain.log(101)
+    assert "Warning" not in plain.log(101)
+
+    # 1.0: the build goes on and saves a good cache, which the next build restores.
+    steps = [
+        optional_restore("v1:"),
+        run("mkdir -p deps && echo 3 > deps/n"),
+        save("v1:{{ .BuildNum }}", "deps"),
+    ]
+    outcome, optional = build(blobs, tmp_path, steps, 3)
+    assert outcome is Outcome.SUCCESS, optional.log(101)
+    assert optional.status(101) is ActionStatus.SUCCESS
+    log = optional.log(101)
+    assert "Unarchiving cache...\nWarning: Could not restore ~/project/deps: " in log  # (then tar's words)
+    assert log.endswith("; continuing without the cache\n")
+    outcome, later = build(blobs, tmp_path, [optional_restore("v1:"), run('test "$(cat deps/n)" = 3')], 4)
+    assert outcome is Outcome.SUCCESS, later.log(101) + later.log(102)
+    assert "Found a cache from build 3 at v1:3" in later.log(101)
+
+
+def test_an_optional_restore_without_a_blob_store_is_a_warning(tmp_path: Path) -> None:
+    outcome, plain = run_steps([restore("k")], blobs=None, workspaces=tmp_path / "ws")
+    assert outcome is Outcome.FAILED
+    assert plain.log(101) == "Caches cannot be restored here: this runner has no blob store\n"
+    outcome, optional = run_steps([optional_restore("k")], blobs=None, workspaces=tmp_path / "ws")
+    assert outcome is Outcome.SUCCESS
+    assert optional.log(101) == (
+        "Warning: Caches cannot be restored here: this runner has no blob store;"
+        " continuing without the cache\n"
+    )

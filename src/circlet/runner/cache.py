@@ -7,6 +7,9 @@ wins (the loser's archives are deleted). A cancel kills tar at once: the step en
 its archives are deleted and no record is written. restore_cache lists records by key prefix and takes
 the newest of the first candidate that has any. A build retried without cache
 (RunRequest.no_dependency_cache, api-v1.1.md 8.2) skips every restore_cache; save_cache still saves.
+A restore whose args say `"optional": True` (the 1.0 "Restore cache" step, core/phases.py) turns
+its failures into warnings and succeeds: a broken cache must not fail every build of a branch
+before "Save cache" can write a good one. 2.x restore_cache fails as before.
 
 Paths below HOME are archived relative to HOME and restored into the restoring node's HOME
 (HOME differs per build on circlet: the absolute path of the saving build means nothing to the
@@ -250,22 +253,42 @@ def find_cache(blobs: BlobStore, project_id: int, candidate: str) -> tuple[str, 
     return best
 
 
+class _Failure(Exception):
+    """restore_cache cannot go on; the message says why."""
+
+
 def restore_cache(ctx: StepContext) -> StepResult:
+    optional = ctx.step.args.get("optional") is True
+    try:
+        return _restore(ctx)
+    except _Failure as exc:
+        if not optional:
+            return failed(ctx, str(exc))
+        ctx.log.line(f"Warning: {exc}; continuing without the cache")
+    except (CircletError, OSError) as exc:  # the blob store failing: an optional restore goes on
+        if not optional:
+            raise
+        ctx.log.line(f"Warning: the cache cannot be restored ({exc}); continuing without the cache")
+    log.warning("event=cache_restore_skipped project_id=%s", _project_id(ctx))
+    return StepResult(status=ActionStatus.SUCCESS)
+
+
+def _restore(ctx: StepContext) -> StepResult:
     args = ctx.step.args
     templates = ([args["key"]] if args.get("key") else []) + [k for k in args.get("keys") or [] if k]
     if not templates:
-        return failed(ctx, "restore_cache needs key or keys")
+        raise _Failure("restore_cache needs key or keys")
     if ctx.request.no_dependency_cache:
         ctx.log.line(SKIPPED_RESTORE)
         return StepResult(status=ActionStatus.SUCCESS)
     if ctx.blobs is None:
-        return failed(ctx, "Caches cannot be restored here: this runner has no blob store")
+        raise _Failure("Caches cannot be restored here: this runner has no blob store")
     hit: tuple[str, BlobInfo] | None = None
     for template in templates:
         try:
             candidate = render_key(ctx, str(template))
         except CircletError as exc:  # TemplateError, MissingFile
-            return failed(ctx, f"Error computing cache key {template!r}: {exc.message}")
+            raise _Failure(f"Error computing cache key {template!r}: {exc.message}") from None
         hit = find_cache(ctx.blobs, _project_id(ctx), candidate)
         if hit is not None:
             break
@@ -323,7 +346,7 @@ def _unpack(ctx: StepContext, key: str, meta: dict[str, Any]) -> StepResult:
                 )
                 return StepResult(status=ActionStatus.SUCCESS)
             except (ArchiveError, CircletError, OSError) as exc:
-                return failed(ctx, f"Could not restore {part['shown']}: {exc}")
+                raise _Failure(f"Could not restore {part['shown']}: {exc}") from None
             if said:
                 ctx.log.line(said)
     took = time.monotonic() - started

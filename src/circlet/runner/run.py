@@ -22,11 +22,19 @@ from pathlib import Path
 from circlet.agent import HALT_FILE_ENV
 from circlet.core.blobs import BlobStore
 from circlet.core.model import Action, ActionStatus, Message, Outcome
-from circlet.core.phases import ARTIFACTS_ENV, TEST_REPORTS_ENV, expand_step_paths, halts_on_failure, no_tests
+from circlet.core.phases import (
+    ARTIFACTS_ENV,
+    TEST_REPORTS_ENV,
+    Phase,
+    expand_step_paths,
+    halts_on_failure,
+    no_tests,
+)
 from circlet.core.plan import PlannedStep, StepKind, When
 from circlet.core.ports import CheckoutSource, RunReporter, RunRequest
 from circlet.core.status import outcome_from_actions
 from circlet.runner.blobsteps import BLOB_HANDLERS
+from circlet.runner.gate import DeployGate, deployment_start
 from circlet.runner.process import CANCEL_GRACE, KILL_GRACE, record_group
 from circlet.runner.steps import (
     HANDLERS,
@@ -154,6 +162,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._canceled = threading.Event()
         self._nodes: list[_Node] = []
+        self._gate: DeployGate | None = None
         self._messages: list[Message] = []
 
     # ---------------------------------------------------------------- public
@@ -164,8 +173,11 @@ class JobRunner:
         with self._lock:
             self._canceled.set()
             nodes = list(self._nodes)
+            gate = self._gate
         for node in nodes:
             node.processes.cancel()
+        if gate is not None:
+            gate.wake()
 
     def run(self, request: RunRequest) -> Outcome:
         """Run the build and report it; the outcome is also returned. Blocking."""
@@ -215,20 +227,27 @@ class JobRunner:
             for i in range(max(1, request.parallelism))
             if self.node is None or i == self.node
         ]
+        # 1.0 deployment waits for every node (DeployGate). A runner of one container of the
+        # build (`node` set: a celery task per container) cannot see the others: its node 0
+        # deploys when its own steps passed, whatever the other containers do.
+        gate: DeployGate | None = None
+        if len(nodes) > 1 and deployment_start(request.plan) is not None:
+            gate = DeployGate(len(nodes), self._canceled)
         with self._lock:
             self._nodes = nodes
+            self._gate = gate
             canceled = self._canceled.is_set()
         if canceled:  # a cancel that came before the nodes existed
             for node in nodes:
                 node.processes.cancel()
         crashed: list[BaseException] = []
         if len(nodes) == 1:
-            self._run_node(request, nodes[0], crashed)
+            self._run_node(request, nodes[0], crashed, gate)
         else:
             threads = [
                 threading.Thread(
                     target=self._run_node,
-                    args=(request, node, crashed),
+                    args=(request, node, crashed, gate),
                     name=f"circlet-build-{request.build_id}-node{node.index}",
                 )
                 for node in nodes
@@ -244,11 +263,19 @@ class JobRunner:
             statuses.append(ActionStatus.CANCELED)
         return outcome_from_actions(statuses, no_tests=no_tests(request.plan))
 
-    def _run_node(self, request: RunRequest, node: _Node, crashed: list[BaseException]) -> None:
+    def _run_node(
+        self, request: RunRequest, node: _Node, crashed: list[BaseException], gate: DeployGate | None
+    ) -> None:
         try:
+            returned = False
             try:
-                self._node_steps(request, node)
+                self._node_steps(request, node, gate)
+                returned = True
             finally:
+                if gate is not None:  # for a node that ended before the deployment steps, or crashed
+                    # (a halt, `circleci step halt`, ends a node successfully: not a failure)
+                    stopped = not returned or any(s in FAILING or s in STOPPING for s in node.statuses)
+                    gate.arrive(node.index, failed=node.job_failed or stopped)
                 # The node's last step is done: stop background steps, then what steps left.
                 node.processes.stop_background()
                 for thread in node.background:
@@ -259,7 +286,7 @@ class JobRunner:
             self._message(f"circlet could not run node {node.index}: {type(exc).__name__}: {exc}")
             crashed.append(exc)
 
-    def _node_steps(self, request: RunRequest, node: _Node) -> None:
+    def _node_steps(self, request: RunRequest, node: _Node, gate: DeployGate | None) -> None:
         if self._canceled.is_set():
             return
         spin_up = PlannedStep(kind=StepKind.NOOP, name=SPIN_UP_NAME, type="infrastructure", source="")
@@ -267,12 +294,24 @@ class JobRunner:
         if status is not ActionStatus.SUCCESS:
             return
         halted = False  # 1.0: a failure outside `test` ran; only the store (teardown) steps follow
+        deploy_at = deployment_start(request.plan) if gate is not None else None
+        others_failed = False  # another node failed: 1.0 deployment steps take it as a failure
         for position, step in enumerate(request.plan.steps):
+            if position == deploy_at and gate is not None:
+                gate.arrive(node.index, failed=node.job_failed)
+                if node.index == 0 and not node.job_failed:  # (failed: it deploys nothing anyway)
+                    others_failed = gate.any_failed()
+                    if others_failed:
+                        log.info(
+                            "event=deployment_skipped build_id=%s reason=another_node_failed",
+                            request.build_id,
+                        )
             if self._canceled.is_set():
                 return
             if not step.parallel and node.index != 0:  # 1.0 commands of node 0 alone: no action
                 continue
-            if (halted and step.kind not in ALWAYS_KINDS) or not should_run(step, node.job_failed):
+            failed = node.job_failed or (others_failed and step.type == Phase.DEPLOYMENT)
+            if (halted and step.kind not in ALWAYS_KINDS) or not should_run(step, failed):
                 continue
             number = FIRST_STEP + position
             handler = self.handlers[step.kind]
