@@ -209,16 +209,17 @@ class PipelineTrigger:
     def _circle_yml_push(self, t: _Trigger) -> tuple[bool, Build | None]:
         """config.md 12.1 for a push of a commit whose config is circle.yml: (whether it builds,
         the not-run build recorded when `general.branches` leaves the branch out). A tag push
-        builds only when a `deployment` section's `tag` matches; otherwise nothing is recorded,
+        builds only when a `deployment` section's `tag` matches (and its `owner`, if any, is the
+        project's username), so never without a circle.yml; otherwise nothing is recorded,
         as for a 2.0 config whose workflows have no tag filters. A circle.yml that cannot be read
         builds: the build then says what is wrong."""
         c = self.engine.circlet
         text = c.source.read_file(t.project, t.snap.sha, circleyml.PATH)
-        if text is None:
-            return True, None  # inference alone
+        if text is None:  # inference alone: no deployment section, so a tag push builds nothing
+            return t.tag is None, None
         try:
             if t.tag is not None:
-                return circleyml_push.builds_tag(text, t.tag), None
+                return circleyml_push.builds_tag(text, t.tag, t.project.username), None
             verdict = circleyml_push.branch_verdict(text, t.branch) if t.branch is not None else None
         except ConfigError:
             return True, None

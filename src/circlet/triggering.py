@@ -296,14 +296,21 @@ class TriggerVerbs:
         self, project: Project, sha: str, job_name: str, branch: str | None, tag: str | None
     ) -> tuple[JobPlan | None, list[Message], str | None]:
         """A commit without .circleci/config.yml: its circle.yml (1.0) or inference alone
-        (config.md 1, 12): (plan or None when circle.yml is broken, messages, circle.yml text)."""
+        (config.md 1, 12): (plan or None when circle.yml is broken, messages, circle.yml text).
+        Inference looks in circle.yml's `general.build_dir` (config.md 12.2), else the top level."""
         if job_name != DEFAULT_JOB:
             raise JobNotRunnable(NO_SUCH_JOB.format(job=job_name))
         entries = self.source.list_root(project, sha)
-        texts = {name: self.source.read_file(project, sha, name) for name in infer.files_to_read(entries)}
         circle_yml = None
         if circleyml.PATH in entries:
             circle_yml = self.source.read_file(project, sha, circleyml.PATH)
+        build_dir = circleyml.build_dir_of(circle_yml) if circle_yml is not None else ""
+        if build_dir:
+            entries = self.source.list_root(project, sha, build_dir)
+        prefix = f"{build_dir}/" if build_dir else ""
+        texts = {
+            name: self.source.read_file(project, sha, prefix + name) for name in infer.files_to_read(entries)
+        }
         try:
             if circle_yml is not None:
                 result = circleyml.plan_circle_yml(
@@ -311,6 +318,7 @@ class TriggerVerbs:
                     entries,
                     texts,
                     reponame=project.reponame,
+                    username=project.username,
                     branch=branch,
                     tag=tag,
                     default_branch=project.default_branch,

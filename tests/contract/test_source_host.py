@@ -677,6 +677,20 @@ def test_list_root(world: World, at: str, names: tuple[str, ...]) -> None:
     assert world.host.list_root(world.project, shas(world)[at]) == names
 
 
+@pytest.mark.parametrize(
+    ("at", "under", "names"),
+    [
+        pytest.param("first", "src", ("app.py",), id="directory"),
+        pytest.param("first", "src/", ("app.py",), id="trailing-slash"),
+        pytest.param("feature", "src", (), id="gone-directory"),
+        pytest.param("first", "src/app.py", (), id="a-file"),
+        pytest.param("first", "", (".circleci/", "src/"), id="top-level"),
+    ],
+)
+def test_list_root_under_a_directory(world: World, at: str, under: str, names: tuple[str, ...]) -> None:
+    assert world.host.list_root(world.project, shas(world)[at], under) == names  # general.build_dir
+
+
 def test_list_root_of_an_unknown_commit(world: World) -> None:
     with pytest.raises(UnknownRevision):
         world.host.list_root(world.project, "0" * 40)

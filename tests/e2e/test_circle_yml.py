@@ -233,3 +233,69 @@ def test_test_commands_run_on_node_0_unless_parallel(server: ServerProcess, repo
     assert shown["Collect artifacts"] == [(0, True), (1, True)]
     only = step(build, "echo first node only $CIRCLE_NODE_INDEX")["actions"][0]
     assert output(only).strip() == "first node only 0"
+
+
+# ------------------------------------------------------------------ build_dir, owner, inference-only tags
+
+BUILD_DIR = """\
+general:
+  build_dir: app
+dependencies:
+  pre:
+    - pwd && test -f ../circle.yml && echo whole checkout
+deployment:
+  theirs:
+    branch: main
+    owner: someone-else
+    commands:
+      - echo wrong owner
+  ours:
+    branch: main
+    owner: ACME
+    commands:
+      - echo deploying from $(pwd)
+"""
+
+
+def test_build_dir_runs_commands_and_inference_inside_the_whole_checkout(
+    server: ServerProcess, repo: Path
+) -> None:
+    commit_files(
+        repo,
+        {
+            "circle.yml": BUILD_DIR,
+            "Makefile": "test:\n\techo root tests\n",  # inference looks in build_dir, not here
+            "app/Makefile": "test:\n\techo app tests in $$(pwd)\n",
+        },
+        message="build_dir",
+    )
+    build = trigger(server)
+    assert build["outcome"] == "success", build["messages"]
+    checkout = output(step(build, "Checkout code")["actions"][0])
+    pre = output(step(build, "pwd && test -f ../circle.yml && echo whole checkout")["actions"][0]).split()
+    assert pre[0].endswith("/widget/app") and pre[-2:] == ["whole", "checkout"]
+    assert f"Cloning into '{pre[0][: -len('/app')]}'" in checkout  # the repository's top level
+    tests = step(build, "make test")["actions"][0]
+    assert (tests["source"], tests["type"]) == ("inference", "test")
+    assert f"app tests in {pre[0]}" in output(tests)
+    # `owner` (config.md 12.1): only the section of the project's username (acme) deploys.
+    names = [s["name"] for s in build["steps"]]
+    assert "echo wrong owner" not in names
+    assert f"deploying from {pre[0]}" in output(step(build, "echo deploying from $(pwd)")["actions"][0])
+
+
+def test_a_tag_push_without_circle_yml_builds_nothing(server: ServerProcess, repo: Path) -> None:
+    sha = commit_files(repo, {"Makefile": "test:\n\techo tests\n"}, message="Inference alone")
+    git(repo, "tag", "v1")
+    assert push(server, repo, "refs/tags/v1", sha)["build_num"] is None  # spec 12.1, trap 4
+    _, listed = server.request("GET", P + "?limit=100")
+    assert listed == []
+    # A branch push still builds, and so does an API trigger of the tag.
+    pushed = push(server, repo, "refs/heads/main", sha)
+    assert server.wait_finished(SLUG, pushed["build_num"])["outcome"] == "success"
+    status, answer = server.request("POST", f"{P}/build", {"tag": "v1"})
+    assert (status, answer) == (200, {"status": 200, "body": "Build created"})
+    _, listed = server.request("GET", P + "?limit=100")
+    (num,) = [b["build_num"] for b in listed if b["vcs_tag"] == "v1"]
+    tagged = server.wait_finished(SLUG, num, timeout=60)
+    assert (tagged["vcs_tag"], tagged["outcome"]) == ("v1", "success")

@@ -132,8 +132,11 @@ def test_ci_skip_records_a_build_that_did_not_run(server: ServerProcess, repo: P
     assert build["vcs_revision"] == sha
 
 
+TAGGED = "deployment:\n  release:\n    tag: /v.*/\n    commands: [echo release]\n"  # tags build (12.1)
+
+
 def test_tags_deletions_pings_and_bad_deliveries(server: ServerProcess, repo: Path) -> None:
-    sha = git(repo, "rev-parse", "HEAD")
+    sha = commit_files(repo, {"circle.yml": TAGGED}, message="Build v* tags")
     git(repo, "tag", "v1.0")
     status, answer = deliver(server, payload(repo, "refs/tags/v1.0", sha))
     assert status == 201, answer
@@ -186,7 +189,7 @@ def test_the_poller_builds_moved_branches_and_new_tags_once(tmp_path: Path, repo
     try:
         time.sleep(1.0)  # the first round only learns the refs: nothing was built before
         assert builds(server) == []
-        pushed = commit_files(repo, {"a.txt": "a\n"}, message="Pushed to main")
+        pushed = commit_files(repo, {"a.txt": "a\n", "circle.yml": TAGGED}, message="Pushed to main")
         found = _wait_builds(server, 1)
         assert (found[0]["branch"], found[0]["vcs_revision"], found[0]["why"]) == ("main", pushed, "github")
         git(repo, "tag", "v2")

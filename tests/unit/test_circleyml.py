@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from circlet.core import circleyml, circleyml_push
+from circlet.core.config import load_config, plan_job
 from circlet.core.errors import ConfigError
 from circlet.core.infer import infer_plan
-from circlet.core.phases import expand_step_paths
+from circlet.core.phases import expand_step_paths, no_tests
 from circlet.core.plan import JobPlan, PlannedStep, StepKind, When
 
 PKG_TEST = '{"name": "w", "scripts": {"test": "jest"}}'
@@ -20,7 +21,9 @@ PKG_TEST = '{"name": "w", "scripts": {"test": "jest"}}'
 def plan_of(text: str, **kw: str) -> JobPlan:
     entries = kw.pop("entries", "")
     texts = {"package.json": PKG_TEST} if "package.json" in entries else {}
-    return circleyml.plan_circle_yml(dedent(text), entries.split(), texts, reponame="w", **kw).plan
+    return circleyml.plan_circle_yml(
+        dedent(text), entries.split(), texts, reponame="w", username="ada", **kw
+    ).plan
 
 
 # ------------------------------------------------------------------ general.branches
@@ -103,7 +106,7 @@ deployment:
 def test_tag_pushes_build_only_for_a_deployment_tag(
     text: str, tag: str, builds: bool, deploys: str | None
 ) -> None:
-    assert circleyml_push.builds_tag(text, tag) is builds
+    assert circleyml_push.builds_tag(text, tag, "ada") is builds
     deployment = [s.name for s in plan_of(text, tag=tag).steps if s.type == "deployment"]
     assert deployment == ([deploys] if deploys else [])
 
@@ -208,7 +211,7 @@ def test_cache_directories_are_restored_before_and_saved_after_the_dependencies(
         (StepKind.SAVE_CACHE, "Save cache", "dependencies", "cache", False),  # node 0 saves
     ]
     restore, save = plan.steps[1], plan.steps[5]
-    assert restore.args == {"keys": keys}
+    assert restore.args == {"keys": keys, "optional": True}  # a failed restore is a warning
     # A new cache every build (CircleCI 1.0 re-saved it); the restore's prefix takes the newest.
     assert save.args == {
         "key": "circle-1.0-cache-{{ .Branch }}:{{ .BuildNum }}-{{ epoch }}",
@@ -301,3 +304,316 @@ def test_expand_step_paths(version: str, path: str, expanded: str) -> None:
     step = PlannedStep(kind=StepKind.STORE_ARTIFACTS, name="a", args={"path": path, "destination": "d"})
     plan = JobPlan(name="build", steps=(step,), config_version=version)
     assert expand_step_paths(plan, step, ENV).args == {"path": expanded, "destination": "d"}
+
+
+# ------------------------------------------------------------------ general.build_dir
+
+BUILD_DIR = """\
+general:
+  build_dir: {build_dir}
+  artifacts: [out, ~/logs]
+dependencies:
+  cache_directories: [node_modules, ~/.npm]
+machine:
+  pre: [echo m]
+test:
+  override:
+    - make
+    - make sub:
+        pwd: sub
+    - make home:
+        pwd: ~/x
+"""
+
+
+@pytest.mark.parametrize(
+    ("build_dir", "inside"),
+    [
+        pytest.param("app", "app", id="dir"),
+        pytest.param("./app/web/", "app/web", id="cleaned"),
+        pytest.param("a..b", "a..b", id="dots-in-a-name"),
+        pytest.param("'.'", "", id="top-level"),
+    ],
+)
+def test_build_dir_is_where_commands_run_inside_the_whole_checkout(build_dir: str, inside: str) -> None:
+    plan = plan_of(BUILD_DIR.format(build_dir=build_dir))
+    at = (lambda p: f"{inside}/{p}") if inside else (lambda p: p)
+    by_name = {s.name: s for s in plan.steps}
+    assert plan.working_directory == "~/w"
+    assert by_name["Checkout code"].args == {"path": "~/w"}  # the whole repository, at ~/<reponame>
+    assert by_name["echo m"].working_directory == "~"  # machine commands: $HOME
+    assert by_name["make"].working_directory == (inside or None)
+    assert by_name["make sub"].working_directory == at("sub")
+    assert by_name["make home"].working_directory == "~/x"
+    assert by_name["Save cache"].args["paths"] == [at("node_modules"), "~/.npm"]
+    assert by_name["Collect artifacts: out"].args == {"path": at("out")}
+    assert by_name["Collect artifacts: ~/logs"].args == {"path": "~/logs"}
+    assert by_name["Collect artifacts"].args["path"] == "$CIRCLE_ARTIFACTS"
+    assert circleyml.build_dir_of(BUILD_DIR.format(build_dir=build_dir)) == inside
+
+
+@pytest.mark.parametrize(
+    "build_dir",
+    [
+        pytest.param("/abs", id="absolute"),
+        pytest.param("'~/x'", id="home"),
+        pytest.param("'~x'", id="tilde-user"),
+        pytest.param("../up", id="up"),
+        pytest.param("a/../../b", id="up-inside"),
+        pytest.param("5", id="number"),
+        pytest.param("[a]", id="list"),
+    ],
+)
+def test_a_build_dir_outside_the_repository_is_a_problem(build_dir: str) -> None:
+    text = f"general:\n  build_dir: {build_dir}\n"
+    with pytest.raises(ConfigError) as info:
+        plan_of(text)
+    assert [p.path for p in info.value.problems] == ["general.build_dir"]
+    assert str(info.value.problems[0]).startswith("circle.yml:2 (general.build_dir): `build_dir` must")
+    assert circleyml.build_dir_of(text) == ""  # inference then looks at the top level
+
+
+# ------------------------------------------------------------------ deployment owner
+
+OWNED = """\
+deployment:
+  fork:
+    branch: main
+    owner: someone-else
+    commands: [./deploy fork]
+  ours:
+    branch: main
+    owner: Ada
+    commands: [./deploy ours]
+  release:
+    tag: /v.*/
+    owner: someone-else
+    commands: [./deploy release]
+"""
+
+
+@pytest.mark.parametrize(
+    ("username", "branch", "tag", "deploys", "tag_builds"),
+    [
+        pytest.param("ada", "main", None, "./deploy ours", None, id="owner-case-insensitive"),
+        pytest.param("someone-else", "main", None, "./deploy fork", None, id="first-owned-section"),
+        pytest.param("bob", "main", None, None, None, id="not-the-owner"),
+        pytest.param(None, "main", None, None, None, id="unknown-username"),
+        pytest.param("ada", None, "v1", None, False, id="tag-of-another-owner"),
+        pytest.param("Someone-Else", None, "v1", "./deploy release", True, id="tag-of-the-owner"),
+    ],
+)
+def test_a_deployment_owner_must_be_the_projects_username(
+    username: str | None, branch: str | None, tag: str | None, deploys: str | None, tag_builds: bool | None
+) -> None:
+    plan = circleyml.plan_circle_yml(
+        OWNED, [], {}, reponame="w", username=username, branch=branch, tag=tag
+    ).plan
+    assert [s.name for s in plan.steps if s.type == "deployment"] == ([deploys] if deploys else [])
+    if tag is not None:
+        assert circleyml_push.builds_tag(OWNED, tag, username) is tag_builds
+
+
+# ------------------------------------------------------------------ command modifiers
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [
+        pytest.param("30", 30.0, id="int"),
+        pytest.param("2.5", 2.5, id="float"),
+        pytest.param('"1200"', 1200.0, id="numeric-string"),
+        pytest.param("' 90 '", 90.0, id="numeric-string-spaces"),
+        pytest.param(".inf", None, id="inf"),
+        pytest.param("-.inf", None, id="minus-inf"),
+        pytest.param(".nan", None, id="nan"),
+        pytest.param("0", None, id="zero"),
+        pytest.param("-5", None, id="negative"),
+        pytest.param('"-5"', None, id="negative-string"),
+        pytest.param('"10m"', None, id="duration-string"),
+        pytest.param("true", None, id="bool"),
+    ],
+)
+def test_timeout_must_be_a_positive_finite_number(timeout: str, seconds: float | None) -> None:
+    text = f"test:\n  override:\n    - make:\n        timeout: {timeout}\n"
+    if seconds is None:
+        with pytest.raises(ConfigError) as info:
+            plan_of(text)
+        assert str(info.value.problems[0]).startswith(
+            "circle.yml:4 (test.override[0].make.timeout): `timeout` must be a positive number"
+        )
+    else:
+        assert plan_of(text).steps[1].no_output_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [
+        pytest.param("90", 90.0, id="seconds"),
+        pytest.param('"90"', 90.0, id="seconds-string"),
+        pytest.param(".inf", None, id="inf"),
+        pytest.param(".nan", None, id="nan"),
+        pytest.param("-.inf", None, id="minus-inf"),
+        pytest.param("1.0e+400", None, id="overflow-to-inf"),
+    ],
+)
+def test_20_no_output_timeout_must_be_finite(timeout: str, seconds: float | None) -> None:
+    run = f"{{command: a, no_output_timeout: {timeout}}}"
+    text = f"version: 2\njobs:\n  build:\n    docker: [{{image: x}}]\n    steps:\n      - run: {run}\n"
+    if seconds is not None:
+        assert plan_job(load_config(text), "build").steps[0].no_output_timeout == seconds
+        return
+    with pytest.raises(ConfigError) as info:
+        plan_job(load_config(text), "build")
+    assert info.value.problems[0].path == "jobs.build.steps[0].run.no_output_timeout"
+    assert "invalid `no_output_timeout`" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "background"),
+    [
+        pytest.param("true", True, id="true"),
+        pytest.param("false", False, id="false"),
+        pytest.param("'false'", None, id="string-false"),
+        pytest.param("'true'", None, id="string-true"),
+        pytest.param("1", None, id="number"),
+    ],
+)
+def test_background_must_be_a_boolean(value: str, background: bool | None) -> None:
+    text = f"test:\n  override:\n    - ./server:\n        background: {value}\n"
+    if background is None:
+        with pytest.raises(ConfigError) as info:
+            plan_of(text)
+        assert str(info.value.problems[0]).startswith(
+            "circle.yml:4 (test.override[0]../server.background): `background` must be true or false"
+        )
+    else:
+        assert plan_of(text).steps[1].background is background
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        pytest.param("{A_1: x, _B: 2, C: true}", None, id="good"),
+        pytest.param("{'A=B': x}", "invalid environment variable name 'A=B'", id="equals"),
+        pytest.param("{1A: x}", "invalid environment variable name '1A'", id="digit-first"),
+        pytest.param("{'A B': x}", "invalid environment variable name 'A B'", id="space"),
+        pytest.param("{5: x}", "invalid environment variable name 5", id="number"),
+        pytest.param("{yes: x}", "YAML reads this name", id="bool"),
+        pytest.param('{A: "a\\0b"}', "an environment value cannot contain a NUL character", id="nul"),
+        pytest.param("{A: [x]}", "an environment value must be a string or a number", id="list"),
+    ],
+)
+def test_environment_names_and_values(env: str, problem: str | None) -> None:
+    texts = {
+        "machine.environment": f"machine:\n  environment: {env}\n",
+        "test.override[0].make.environment": f"test:\n  override:\n    - make:\n        environment: {env}\n",
+    }
+    for where, text in texts.items():
+        if problem is None:
+            plan = plan_of(text)
+            env_of = plan.environment if where.startswith("machine") else plan.steps[1].environment
+            assert env_of == {"A_1": "x", "_B": "2", "C": "true"}
+            continue
+        with pytest.raises(ConfigError) as info:
+            plan_of(text)
+        assert len(info.value.problems) == 1
+        assert info.value.problems[0].path.startswith(where + ".")
+        assert problem in info.value.problems[0].message
+
+
+# ------------------------------------------------------------------ commands that are not commands
+
+
+@pytest.mark.parametrize(
+    ("override", "tests"),
+    [
+        pytest.param("['']", [], id="empty"),
+        pytest.param("['   ']", [], id="blank"),
+        pytest.param("['', make]", ["make"], id="empty-then-make"),
+        pytest.param("[{'': {timeout: 5}}]", [], id="empty-with-modifiers"),
+    ],
+)
+def test_an_empty_command_is_dropped_with_a_warning(override: str, tests: list[str]) -> None:
+    inference = circleyml.plan_circle_yml(f"test:\n  override: {override}\n", [], {}, reponame="w")
+    assert [s.command for s in inference.plan.steps if s.type == "test"] == tests
+    assert any("an empty command is ignored" in n for n in inference.inferred.notes)
+    # The build's message and the runner's rule agree on whether the build ends no_tests.
+    assert no_tests(inference.plan) is (not tests)
+    assert (inference.message is not None) is (not tests)
+
+
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        pytest.param("- 5: {timeout: 3}", "test.override[0]", id="number-key"),
+        pytest.param("- ? null\n      : {timeout: 3}", "test.override[0]", id="null-key"),
+        pytest.param("- true: {}", "test.override[0]", id="bool-key"),
+        pytest.param("- [a, b]", "test.override[0]", id="list"),
+    ],
+)
+def test_a_command_key_must_be_a_string(command: str, where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_of(f"test:\n  override:\n    {command}\n")
+    assert [p.path for p in info.value.problems] == [where]
+    assert "a command" in info.value.problems[0].message
+
+
+# ------------------------------------------------------------------ deployment sections, all checked
+
+SECTIONS = """\
+deployment:
+  prod:
+    branch: main
+    commands: [./deploy prod]
+  staging:
+{staging}
+"""
+
+
+@pytest.mark.parametrize(
+    ("staging", "where", "message"),
+    [
+        pytest.param(
+            "    branches: [dev]\n    commands: [x]",
+            ["deployment.staging.branches", "deployment.staging"],
+            "unknown key `branches`",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "    branch: '/[/'\n    commands: [x]",
+            ["deployment.staging.branch"],
+            "invalid regular expression /[/",
+            id="bad-regex",
+        ),
+        pytest.param(
+            "    tag: [v1, 3]\n    commands: [x]",
+            ["deployment.staging.tag[1]"],
+            "`tag` must be a name",
+            id="tag-number",
+        ),
+        pytest.param(
+            "    branch: dev\n    commands: [{x: {timeout: .nan}}]",
+            ["deployment.staging.commands[0].x.timeout"],
+            "`timeout` must be",
+            id="bad-command",
+        ),
+        pytest.param(
+            "    branch: dev\n    owner: [a]\n    commands: [x]",
+            ["deployment.staging.owner"],
+            "`owner` must be",
+            id="owner-list",
+        ),
+        pytest.param(
+            "    commands: [x]", ["deployment.staging"], "needs a `branch` or a `tag`", id="no-branch"
+        ),
+    ],
+)
+@pytest.mark.parametrize("branch", ["main", "dev", "other"])
+def test_every_deployment_section_is_checked_whatever_the_branch(
+    staging: str, where: list[str], message: str, branch: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_of(SECTIONS.format(staging=staging), branch=branch)
+    assert [p.path for p in info.value.problems] == where
+    assert message in info.value.problems[0].message

@@ -355,13 +355,16 @@ def test_circle_yml_phases(branch: str, deploy: list[tuple[str, str, str]]) -> N
         ("teardown", "template", "Collect artifacts"),
     ]
     assert plan.environment == {"GREETING": "hello", "DEBUG": "true"}
-    assert plan.working_directory == "~/w/app"
+    # The checkout clones the whole repository into ~/w; commands run in build_dir inside it.
+    assert plan.working_directory == "~/w"
+    assert plan.steps[1].args == {"path": "~/w"}
     check = plan.steps[7]
     assert (check.no_output_timeout, check.environment, check.working_directory) == (
         30.0,
         {"FAST": "1"},
-        "sub",
+        "app/sub",  # a relative `pwd` is inside the build dir
     )
+    assert plan.steps[8].working_directory == "app"
     assert plan.steps[0].working_directory == "~"  # machine commands run in $HOME
     assert not no_tests(plan)
     assert not any("cache_directories" in n for n in inference.inferred.notes)

@@ -2,9 +2,11 @@
 
 Pure. Supported: the phases `machine` (`environment`, `pre`, `post`), `checkout` (`post`),
 `dependencies` (with `cache_directories`), `database`, `compile`, `test` (`pre`, `override`,
-`post`), `deployment` (the first section whose `branch`/`tag` matches), `general` (`build_dir`,
-`artifacts`, `branches`). Commands are strings or single-key maps with the modifiers `timeout`,
-`pwd`, `environment`, `background`, `parallel`.
+`post`), `deployment` (the first section whose `branch`/`tag` matches and whose `owner`, if any,
+is the project's username; every section is checked), `general` (`build_dir`: where commands
+run and inference looks, inside the whole checkout at `~/<reponame>`; `artifacts`, `branches`).
+Commands are strings or single-key maps with the modifiers `timeout`, `pwd`, `environment`,
+`background`, `parallel`; an empty command is dropped with a warning.
 
 Parallel builds (config.md 12.1): machine, checkout, dependencies, database and compile commands
 run on every node; test commands on node 0 alone unless `parallel: true` or inferred; deployment
@@ -24,17 +26,21 @@ its key path, as for .circleci/config.yml.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from circlet.core.config import _ENV_NAME as ENV_NAME
 from circlet.core.errors import ConfigError, Problem
 from circlet.core.infer import Inference, Inferred, infer
 from circlet.core.phases import (
     Command,
     Phase,
+    build_dir_problem,
     checkout_step,
+    clean_build_dir,
     command_step,
     plan_1_0,
     restore_cache_step,
@@ -61,6 +67,8 @@ _IGNORED = {
 }
 _MODIFIERS = ("timeout", "pwd", "environment", "parallel", "files", "background")
 _GENERAL = ("build_dir", "branches", "artifacts")
+_DEPLOYMENT = ("branch", "tag", "owner", "commands", "heroku")
+_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")  # `timeout: "1200"`, as 2.0's no_output_timeout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +95,7 @@ def plan_circle_yml(
     texts: Mapping[str, str | None],
     *,
     reponame: str,
+    username: str | None = None,
     branch: str | None = None,
     tag: str | None = None,
     default_branch: str | None = None,
@@ -94,8 +103,10 @@ def plan_circle_yml(
 ) -> Inference:
     """The plan of a commit whose config is `circle.yml` (ConfigError listing every problem).
 
-    `entries`/`texts` are what inference reads (infer.files_to_read); `branch`/`tag` choose the
-    deployment section; the cache of `default_branch` is the fallback of the other branches'."""
+    `entries`/`texts` are what inference reads in the build directory (build_dir_of says which;
+    infer.files_to_read); `branch`/`tag` choose the deployment section, among those whose
+    `owner` (if any) is `username`, the project's (case-insensitive); the cache of
+    `default_branch` is the fallback of the other branches'."""
     data, root = load(text)
     problems = Problems(root)
     inferred = infer(entries, texts)
@@ -113,7 +124,7 @@ def plan_circle_yml(
             continue
         _check_keys(phase, body, sections, problems)
         if phase is Phase.CHECKOUT:
-            steps.append(checkout_step())
+            steps.append(checkout_step(reponame))
         if phase is Phase.DEPENDENCIES and cached:
             steps.append(restore_cache_step(default_branch))
         for section in sections:
@@ -126,7 +137,7 @@ def plan_circle_yml(
             steps.extend(_commands(body.get(section), path, phase, problems))
         if phase is Phase.DEPENDENCIES and cached:
             steps.append(save_cache_step(cached))
-    steps.extend(_deployment(data.get("deployment"), branch, tag, problems))
+    steps.extend(_deployment(data.get("deployment"), branch, tag, username, problems))
     if "notify" in data:
         problems.warnings.append(f"circle.yml: {_IGNORED['notify']} is ignored")
     if problems.items:
@@ -158,6 +169,21 @@ def load(text: str) -> tuple[dict[str, Any], Any]:
     if not isinstance(data, dict):
         raise ConfigError([Problem(message="circle.yml must be a mapping of phases", file=PATH)])
     return data, root
+
+
+def build_dir_of(text: str) -> str:
+    """circle.yml's `general.build_dir` (where inference looks, config.md 12.2) as a relative
+    path inside the repository, "" for the top level (none given, or a bad one, which
+    plan_circle_yml reports)."""
+    try:
+        data, _root = load(text)
+    except ConfigError:
+        return ""
+    general = data.get("general")
+    build_dir = general.get("build_dir") if isinstance(general, dict) else None
+    if build_dir is None or build_dir_problem(build_dir) is not None:
+        return ""
+    return clean_build_dir(str(build_dir))
 
 
 def _check_keys(phase: Phase, body: dict[str, Any], sections: tuple[str, ...], problems: Problems) -> None:
@@ -194,10 +220,19 @@ def _env(value: object, path: str, problems: Problems) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for name, raw in value.items():
-        if isinstance(raw, (dict, list)) or raw is None:
-            problems.add("an environment value must be a string or a number", f"{path}.{name}")
+        where = f"{path}.{name}"
+        if isinstance(name, bool):
+            problems.add("YAML reads this name (yes/no/on/off/true/false) as a boolean; quote it", where)
+        elif not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            problems.add(f"invalid environment variable name {name!r}", where)
+        elif isinstance(raw, (dict, list)) or raw is None:
+            problems.add("an environment value must be a string or a number", where)
         else:
-            out[str(name)] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            if "\0" in text:
+                problems.add("an environment value cannot contain a NUL character", where)
+            else:
+                out[name] = text
     return out
 
 
@@ -213,10 +248,9 @@ def _general(general: object, problems: Problems) -> _General:
     branch_lists(general.get("branches"), problems)
     artifacts = _paths(general.get("artifacts"), "general.artifacts", problems)
     build_dir = general.get("build_dir")
-    if build_dir is not None and (
-        not isinstance(build_dir, str) or build_dir.startswith("/") or ".." in build_dir
-    ):
-        problems.add("`build_dir` must be a relative path inside the repository", "general.build_dir")
+    problem = None if build_dir is None else build_dir_problem(build_dir)
+    if problem is not None:
+        problems.add(problem, "general.build_dir")
         build_dir = None
     return _General(build_dir=build_dir, artifacts=artifacts)
 
@@ -272,8 +306,12 @@ def _on_every_node(phase: Phase, parallel: bool) -> bool:
 
 
 def _command(raw: object, path: str, phase: Phase, problems: Problems) -> PlannedStep | None:
+    """One command as a step; None for a bad one (a problem) or an empty one (a warning: an
+    empty command is no command, so it is dropped and cannot count as a test command)."""
     home = "~" if phase in (Phase.MACHINE, Phase.CHECKOUT) else None
     if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        if _empty(raw, path, problems):
+            return None
         return command_step(
             Command(command=str(raw)),
             phase,
@@ -285,6 +323,11 @@ def _command(raw: object, path: str, phase: Phase, problems: Problems) -> Planne
         problems.add("a command is a string or a map of one command to its modifiers", path)
         return None
     ((text, mods),) = raw.items()
+    if not isinstance(text, str):
+        problems.add(f"a command must be a string, not {text!r} (quote it)", path)
+        return None
+    if _empty(text, path, problems):
+        return None
     mods = {} if mods is None else mods
     if not isinstance(mods, dict):
         problems.add("a command's modifiers must be a mapping", f"{path}.{text}")
@@ -294,8 +337,8 @@ def _command(raw: object, path: str, phase: Phase, problems: Problems) -> Planne
             problems.add(f"unknown modifier `{key}` (known: {', '.join(_MODIFIERS)})", f"{path}.{text}.{key}")
     if "files" in mods:
         problems.warnings.append(f"circle.yml ({path}): the `files` modifier is ignored")
-    timeout = mods.get("timeout", DEFAULT_NO_OUTPUT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    timeout = _timeout(mods.get("timeout", DEFAULT_NO_OUTPUT_TIMEOUT))
+    if timeout is None:
         problems.add("`timeout` must be a positive number of seconds", f"{path}.{text}.timeout")
         timeout = DEFAULT_NO_OUTPUT_TIMEOUT
     pwd = mods.get("pwd", home)
@@ -306,6 +349,9 @@ def _command(raw: object, path: str, phase: Phase, problems: Problems) -> Planne
     parallel = mods.get("parallel", False)
     if not isinstance(parallel, bool):
         problems.add("`parallel` must be true or false", f"{path}.{text}.parallel")
+    background = mods.get("background", False)
+    if not isinstance(background, bool):
+        problems.add("`background` must be true or false", f"{path}.{text}.background")
     return command_step(
         Command(command=str(text)),
         phase,
@@ -313,9 +359,27 @@ def _command(raw: object, path: str, phase: Phase, problems: Problems) -> Planne
         environment=env,
         working_directory=pwd,
         no_output_timeout=float(timeout),
-        background=bool(mods.get("background", False)),
+        background=background is True,
         parallel=_on_every_node(phase, parallel is True),
     )
+
+
+def _empty(text: object, path: str, problems: Problems) -> bool:
+    if str(text).strip():
+        return False
+    problems.warnings.append(f"circle.yml ({path}): an empty command is ignored")
+    return True
+
+
+def _timeout(value: object) -> float | None:
+    """A modifier's `timeout` in seconds: a positive finite number, or such a number as a
+    string ("1200"); None otherwise (`.inf`, `.nan`, 0, negative, other text)."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def matches_spec(spec: object, value: str | None) -> bool:
@@ -335,20 +399,71 @@ def matches_spec(spec: object, value: str | None) -> bool:
     return False
 
 
-def _deployment(value: object, branch: str | None, tag: str | None, problems: Problems) -> list[PlannedStep]:
-    """The commands of the first deployment section (file order) matching the branch or tag."""
+def _deployment(
+    value: object, branch: str | None, tag: str | None, username: str | None, problems: Problems
+) -> list[PlannedStep]:
+    """The commands of the first deployment section (file order) matching the branch or tag
+    (and the project's `username` when the section names an `owner`). Every section is checked,
+    whichever matches, so that a circle.yml's validity does not depend on the branch."""
     if value is None:
         return []
     if not isinstance(value, dict):
         problems.add("`deployment` must be a mapping of named sections", "deployment")
         return []
+    chosen: list[PlannedStep] | None = None
     for name, section in value.items():
         path = f"deployment.{name}"
         if not isinstance(section, dict):
             problems.add("a deployment section must be a mapping (branch or tag, commands)", path)
             continue
+        before = len(problems.items)
+        _check_section(section, path, problems)
         if "heroku" in section:
             problems.warnings.append(f"circle.yml ({path}): heroku deployments are not run by circlet")
-        if matches_spec(section.get("branch"), branch) or matches_spec(section.get("tag"), tag):
-            return _commands(section.get("commands"), f"{path}.commands", Phase.DEPLOYMENT, problems)
-    return []
+        steps = _commands(section.get("commands"), f"{path}.commands", Phase.DEPLOYMENT, problems)
+        if (
+            chosen is None
+            and len(problems.items) == before
+            and section_matches(section, branch, tag, username)
+        ):
+            chosen = steps
+    return chosen or []
+
+
+def _check_section(section: dict[Any, Any], path: str, problems: Problems) -> None:
+    for key in section:
+        if key not in _DEPLOYMENT:
+            problems.add(
+                f"unknown key `{key}` (a deployment section takes {', '.join(_DEPLOYMENT)})", f"{path}.{key}"
+            )
+    if section.get("branch") is None and section.get("tag") is None:
+        problems.add("a deployment section needs a `branch` or a `tag`", path)
+    for key in ("branch", "tag"):
+        spec = section.get(key)
+        if spec is None:
+            continue
+        items = spec if isinstance(spec, list) else [spec]
+        for i, item in enumerate(items):
+            where = f"{path}.{key}[{i}]" if isinstance(spec, list) else f"{path}.{key}"
+            if not isinstance(item, str) or not item:
+                problems.add(f"`{key}` must be a name, a /regex/ or a list of them", where)
+            elif len(item) > 1 and item.startswith("/") and item.endswith("/"):
+                try:
+                    re.compile(item[1:-1])
+                except re.error as exc:
+                    problems.add(f"invalid regular expression {item}: {exc}", where)
+    owner = section.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not owner):
+        problems.add("`owner` must be a user or organization name", f"{path}.owner")
+
+
+def section_matches(
+    section: Mapping[Any, Any], branch: str | None, tag: str | None, username: str | None
+) -> bool:
+    """Whether a deployment section applies to a build of `branch`/`tag` of the project of
+    `username`: its `branch` or `tag` matches (matches_spec), and its `owner`, when given, is
+    `username` (case-insensitive; never when the username is unknown)."""
+    owner = section.get("owner")
+    if owner is not None and (username is None or str(owner).lower() != username.lower()):
+        return False
+    return matches_spec(section.get("branch"), branch) or matches_spec(section.get("tag"), tag)

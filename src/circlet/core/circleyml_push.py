@@ -6,7 +6,7 @@ API triggers build any branch or tag; these rules are for pushes (webhooks) only
 
 from __future__ import annotations
 
-from circlet.core.circleyml import Problems, branch_lists, load, matches_spec
+from circlet.core.circleyml import Problems, branch_lists, load, section_matches
 from circlet.core.errors import ConfigError
 from circlet.core.workflow import branch_rule_verdict
 
@@ -28,12 +28,12 @@ def branch_verdict(text: str, branch: str) -> str | None:
     return branch_rule_verdict(lists, branch)
 
 
-def builds_tag(text: str, tag: str) -> bool:
+def builds_tag(text: str, tag: str, username: str | None) -> bool:
     """Whether a push of `tag` builds (config.md 12.1): only when some `deployment` section's
-    `tag` matches it (a name, a /regex/ full match, or a list). ConfigError for a circle.yml that
-    cannot be read."""
+    `tag` matches it (a name, a /regex/ full match, or a list), among the sections whose `owner`
+    (if any) is `username`, the project's. ConfigError for a circle.yml that cannot be read."""
     data, _root = load(text)
     deployment = data.get("deployment")
     if not isinstance(deployment, dict):
         return False
-    return any(isinstance(s, dict) and matches_spec(s.get("tag"), tag) for s in deployment.values())
+    return any(isinstance(s, dict) and section_matches(s, None, tag, username) for s in deployment.values())

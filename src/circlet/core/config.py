@@ -12,6 +12,7 @@ exists, `plan_job` plans 2.1 jobs that need no compilation.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -411,7 +412,7 @@ def _timeout(value: object, path: str, problems: _Problems) -> float:
             seconds = float(text)
         elif _GO_DURATION.fullmatch(text):
             seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _GO_PART.findall(text))
-    if seconds is None or seconds <= 0:
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         problems.add(
             f"invalid `no_output_timeout` {value!r}: use a duration such as 10m, 1.25h, 90s or 1h30m", path
         )

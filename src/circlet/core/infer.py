@@ -302,7 +302,7 @@ def infer_plan(
     test commands (`source: "inference"`), run from `~/<reponame>` (config.md 12.1)."""
     inferred = infer(entries, texts)
     steps = [
-        checkout_step(),
+        checkout_step(reponame),
         *(command_step(c, Phase.DEPENDENCIES) for c in inferred.dependencies),
         *(command_step(c, Phase.TEST) for c in inferred.test),
     ]

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import PurePosixPath
 
 from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, JobPlan, PlannedStep, StepKind, When
 
@@ -51,8 +52,38 @@ class Command:
         return self.name or self.command
 
 
-def checkout_step() -> PlannedStep:
-    return PlannedStep(kind=StepKind.CHECKOUT, name=CHECKOUT_NAME, type=Phase.CHECKOUT, source="template")
+def checkout_step(reponame: str) -> PlannedStep:
+    """The clone of the whole repository into `~/<reponame>` (config.md 12.1), wherever the
+    commands then run (`general.build_dir`: plan_1_0)."""
+    return PlannedStep(
+        kind=StepKind.CHECKOUT,
+        name=CHECKOUT_NAME,
+        type=Phase.CHECKOUT,
+        source="template",
+        args={"path": checkout_dir(reponame)},
+    )
+
+
+def checkout_dir(reponame: str) -> str:
+    return f"~/{reponame}"
+
+
+def build_dir_problem(build_dir: object) -> str | None:
+    """Why `general.build_dir` cannot be used (None when it can): it must be a relative path
+    inside the checkout, so not absolute, not `~...`, and without a `..` component."""
+    if not isinstance(build_dir, str) or "\0" in build_dir:
+        return "`build_dir` must be a path relative to the repository's top level"
+    if build_dir.startswith(("/", "~")) or ".." in PurePosixPath(build_dir).parts:
+        return "`build_dir` must be a relative path inside the repository (not absolute, no `~`, no `..`)"
+    return None
+
+
+def clean_build_dir(build_dir: str | None) -> str:
+    """`general.build_dir` as a relative path without `.` parts ("" for the top level)."""
+    if not build_dir:
+        return ""
+    parts = [p for p in PurePosixPath(build_dir).parts if p != "."]
+    return "/".join(parts)
 
 
 def command_step(
@@ -133,7 +164,7 @@ def restore_cache_step(default_branch: str | None) -> PlannedStep:
         name=RESTORE_CACHE_NAME,
         type=Phase.DEPENDENCIES.value,
         source="cache",
-        args={"keys": keys},
+        args={"keys": keys, "optional": True},  # a cache that cannot be restored is a warning
     )
 
 
@@ -179,19 +210,47 @@ def plan_1_0(
     parallelism: int = 1,
     artifacts: tuple[str, ...] = (),
 ) -> JobPlan:
-    """A 1.0 JobPlan: bash without -e, the checkout in `~/<reponame>` (or build_dir inside it),
-    `steps` then the teardown (teardown_steps, with `artifacts` = `general.artifacts`)."""
-    workdir = f"~/{reponame}" + (f"/{build_dir.strip('/')}" if build_dir and build_dir.strip("/") else "")
+    """A 1.0 JobPlan: bash without -e, `steps` then the teardown (teardown_steps, with
+    `artifacts` = `general.artifacts`).
+
+    The job's working directory is the checkout, `~/<reponame>` (the checkout step clones the
+    whole repository there, and the runner makes the job's directory before the checkout, so it
+    must not be a subdirectory of the clone); with a `general.build_dir` every step that would
+    use the job's directory uses the build directory instead: commands without `pwd`, relative
+    `pwd`s, `cache_directories` and artifact paths are taken inside it (build_dir_problem says
+    which build dirs are refused)."""
+    inside = clean_build_dir(build_dir)
     return JobPlan(
         name=job_name,
-        steps=(*steps, *teardown_steps(artifacts)),
+        steps=tuple(_in_build_dir(s, inside) for s in (*steps, *teardown_steps(artifacts))),
         environment=dict(environment or {}),
-        working_directory=workdir,
+        working_directory=checkout_dir(reponame),
         shell=SHELL_1_0,
         parallelism=parallelism,
         config_version="1.0",
         image=None,
     )
+
+
+def _relative_to(path: str, inside: str) -> str:
+    """`path` (relative to the build dir) as relative to the checkout; `~`, `$VAR` and absolute
+    paths stay as they are."""
+    if path.startswith(("/", "~", "$")):
+        return path
+    return inside if path in ("", ".") else f"{inside}/{path}"
+
+
+def _in_build_dir(step: PlannedStep, inside: str) -> PlannedStep:
+    if not inside or step.kind is StepKind.CHECKOUT:
+        return step
+    if step.kind is StepKind.RUN:
+        return replace(step, working_directory=_relative_to(step.working_directory or "", inside))
+    args = dict(step.args)
+    if isinstance(args.get("path"), str):
+        args["path"] = _relative_to(args["path"], inside)
+    if isinstance(args.get("paths"), list):
+        args["paths"] = [_relative_to(p, inside) if isinstance(p, str) else p for p in args["paths"]]
+    return replace(step, args=args)
 
 
 # ---------------------------------------------------------------- rules the runner applies

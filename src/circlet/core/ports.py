@@ -364,9 +364,10 @@ class SourceHost(Protocol):
         """Put a working copy of `sha` at `dest` (config.md 3.3). RepositoryError on failure."""
         ...
 
-    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
-        """The names at the root of `sha`'s tree, sorted; directories end with "/" (inference
-        reads them, config.md 12.2). UnknownRevision when the mirror has no such commit."""
+    def list_root(self, project: Project, sha: str, under: str = "") -> tuple[str, ...]:
+        """The names at the root of `sha`'s tree (or in its directory `under`: none when that is
+        not a directory), sorted; directories end with "/" (inference reads them, config.md
+        12.2). UnknownRevision when the mirror has no such commit."""
         ...
 
     def refs(self, project: Project) -> dict[str, str]:

@@ -263,13 +263,14 @@ class FakeSourceHost:
             files = dict(self._objects[full].files)
         _write_working_copy(dest, files, head=f"ref: refs/heads/{branch}" if branch is not None else full)
 
-    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
+    def list_root(self, project: Project, sha: str, under: str = "") -> tuple[str, ...]:
         _check_fake_sha(sha)
+        prefix = under.strip("/") + "/" if under.strip("/") else ""
         with self._lock:
             full = _lookup(self._mirror(project), "revision", sha)
             if full is None:
                 raise UnknownRevision(f'Revision "{sha}" not found in the repository')
-            paths = list(self._objects[full].files)
+            paths = [p[len(prefix) :] for p in self._objects[full].files if p.startswith(prefix)]
         return tuple(sorted({p.split("/", 1)[0] + ("/" if "/" in p else "") for p in paths}))
 
     def refs(self, project: Project) -> dict[str, str]:

@@ -268,11 +268,16 @@ class GitSourceHost:
         if error is not None:
             raise RepositoryError(error)
 
-    def list_root(self, project: Project, sha: str) -> tuple[str, ...]:
-        """The names at the root of `sha` (one `git ls-tree`); directories and submodules end with "/"."""
+    def list_root(self, project: Project, sha: str, under: str = "") -> tuple[str, ...]:
+        """The names at the root of `sha` (one `git ls-tree`), or in its directory `under` (none
+        when that is not one); directories and submodules end with "/"."""
         mirror = self._ensure_mirror(project)
         _check_sha(sha)
-        result = self._git(["ls-tree", "-z", f"{sha}^{{tree}}", "--"], cwd=mirror)
+        tree = f"{sha}:{_clean_path(under)}" if under.strip("/") else f"{sha}^{{tree}}"
+        result = self._git(["ls-tree", "-z", tree, "--"], cwd=mirror)
+        if result.returncode != 0 and under.strip("/"):
+            self.list_root(project, sha)  # UnknownRevision for an unknown commit
+            return ()
         if result.returncode != 0:
             raise UnknownRevision(f'Revision "{sha}" not found in the repository')
         names = []
