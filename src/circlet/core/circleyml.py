@@ -17,7 +17,8 @@ cannot be part of a git branch name, so `main` never takes `main-x`'s cache). Ev
 with the teardown of phases.teardown_steps ($CIRCLE_TEST_REPORTS, $CIRCLE_ARTIFACTS,
 `general.artifacts`). `general.branches` and tag pushes are rules of pushes, not of the plan:
 the trigger asks core/circleyml_push.py (pipeline_trigger.py). The steps' shapes (commands,
-cache_directories, the teardown) are core/phases.py's.
+cache_directories, the teardown) are core/phases.py's; a command and its modifiers become a
+step in core/circleyml_commands.py.
 
 Recorded but not acted on, with a warning: the `files` modifier, `notify`, other `machine`
 settings (language versions, services). Every problem is collected and reported together with
@@ -26,13 +27,14 @@ its key path, as for .circleci/config.yml.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from circlet.core.config import _ENV_NAME as ENV_NAME
+from circlet.core.circleyml_commands import PATH as PATH
+from circlet.core.circleyml_commands import Problems as Problems
+from circlet.core.circleyml_commands import commands, env_of
 from circlet.core.errors import ConfigError, Problem
 from circlet.core.infer import Inference, Inferred, infer
 from circlet.core.phases import (
@@ -46,11 +48,10 @@ from circlet.core.phases import (
     restore_cache_step,
     save_cache_step,
 )
-from circlet.core.plan import DEFAULT_NO_OUTPUT_TIMEOUT, PlannedStep
+from circlet.core.plan import PlannedStep
 from circlet.core.workflow import branch_rule_lists
-from circlet.core.yamlload import line_of, load_yaml
+from circlet.core.yamlload import load_yaml
 
-PATH = "circle.yml"
 # Which sections each phase takes (config.md 12.1); `override` makes inference step aside.
 SECTIONS: dict[Phase, tuple[str, ...]] = {
     Phase.MACHINE: ("pre", "post"),
@@ -65,28 +66,14 @@ _IGNORED = {
     "machine": "machine settings other than environment/pre/post (language versions, services)",
     "notify": "notify",
 }
-_MODIFIERS = ("timeout", "pwd", "environment", "parallel", "files", "background")
 _GENERAL = ("build_dir", "branches", "artifacts")
 _DEPLOYMENT = ("branch", "tag", "owner", "commands", "heroku")
-_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")  # `timeout: "1200"`, as 2.0's no_output_timeout
 
 
 @dataclass(frozen=True, kw_only=True)
 class _General:
     build_dir: str | None = None
     artifacts: tuple[str, ...] = ()
-
-
-class Problems:
-    """A circle.yml's problems (with their key path and line) and warnings, collected together."""
-
-    def __init__(self, root: Any) -> None:
-        self.root = root
-        self.items: list[Problem] = []
-        self.warnings: list[str] = []
-
-    def add(self, message: str, path: str) -> None:
-        self.items.append(Problem(message=message, path=path, line=line_of(self.root, path), file=PATH))
 
 
 def plan_circle_yml(
@@ -129,12 +116,12 @@ def plan_circle_yml(
             steps.append(restore_cache_step(default_branch))
         for section in sections:
             if section == "override" and "override" not in body:
-                commands = _inferred_for(phase, inferred)
-                tests_inferred = tests_inferred or (phase is Phase.TEST and bool(commands))
-                steps.extend(command_step(c, phase) for c in commands)
+                found = _inferred_for(phase, inferred)
+                tests_inferred = tests_inferred or (phase is Phase.TEST and bool(found))
+                steps.extend(command_step(c, phase) for c in found)
                 continue
             path = f"{phase.value}.{section}"
-            steps.extend(_commands(body.get(section), path, phase, problems))
+            steps.extend(commands(body.get(section), path, phase, problems))
         if phase is Phase.DEPENDENCIES and cached:
             steps.append(save_cache_step(cached))
     steps.extend(_deployment(data.get("deployment"), branch, tag, username, problems))
@@ -211,29 +198,7 @@ def _inferred_for(phase: Phase, inferred: Inferred) -> tuple[Command, ...]:
 def _machine_environment(machine: object, problems: Problems) -> dict[str, str]:
     if not isinstance(machine, dict) or machine.get("environment") is None:
         return {}
-    return _env(machine["environment"], "machine.environment", problems)
-
-
-def _env(value: object, path: str, problems: Problems) -> dict[str, str]:
-    if not isinstance(value, dict):
-        problems.add("`environment` must be a mapping of names to values", path)
-        return {}
-    out: dict[str, str] = {}
-    for name, raw in value.items():
-        where = f"{path}.{name}"
-        if isinstance(name, bool):
-            problems.add("YAML reads this name (yes/no/on/off/true/false) as a boolean; quote it", where)
-        elif not isinstance(name, str) or not ENV_NAME.fullmatch(name):
-            problems.add(f"invalid environment variable name {name!r}", where)
-        elif isinstance(raw, (dict, list)) or raw is None:
-            problems.add("an environment value must be a string or a number", where)
-        else:
-            text = str(raw).lower() if isinstance(raw, bool) else str(raw)
-            if "\0" in text:
-                problems.add("an environment value cannot contain a NUL character", where)
-            else:
-                out[name] = text
-    return out
+    return env_of(machine["environment"], "machine.environment", problems)
 
 
 def _general(general: object, problems: Problems) -> _General:
@@ -283,105 +248,6 @@ def _cache_directories(dependencies: object, problems: Problems) -> tuple[str, .
     return _paths(dependencies.get("cache_directories"), "dependencies.cache_directories", problems)
 
 
-def _commands(value: object, path: str, phase: Phase, problems: Problems) -> list[PlannedStep]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        problems.add("must be a list of commands", path)
-        return []
-    steps = []
-    for i, raw in enumerate(value):
-        step = _command(raw, f"{path}[{i}]", phase, problems)
-        if step is not None:
-            steps.append(step)
-    return steps
-
-
-def _on_every_node(phase: Phase, parallel: bool) -> bool:
-    """config.md 12.1: test commands need `parallel: true` to run on every node, deployment never
-    does; the other phases always do (DECISION: compile too, as tests on other nodes need it)."""
-    if phase is Phase.TEST:
-        return parallel
-    return phase is not Phase.DEPLOYMENT
-
-
-def _command(raw: object, path: str, phase: Phase, problems: Problems) -> PlannedStep | None:
-    """One command as a step; None for a bad one (a problem) or an empty one (a warning: an
-    empty command is no command, so it is dropped and cannot count as a test command)."""
-    home = "~" if phase in (Phase.MACHINE, Phase.CHECKOUT) else None
-    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-        if _empty(raw, path, problems):
-            return None
-        return command_step(
-            Command(command=str(raw)),
-            phase,
-            source="config",
-            working_directory=home,
-            parallel=_on_every_node(phase, False),
-        )
-    if not isinstance(raw, dict) or len(raw) != 1:
-        problems.add("a command is a string or a map of one command to its modifiers", path)
-        return None
-    ((text, mods),) = raw.items()
-    if not isinstance(text, str):
-        problems.add(f"a command must be a string, not {text!r} (quote it)", path)
-        return None
-    if _empty(text, path, problems):
-        return None
-    mods = {} if mods is None else mods
-    if not isinstance(mods, dict):
-        problems.add("a command's modifiers must be a mapping", f"{path}.{text}")
-        return None
-    for key in mods:
-        if key not in _MODIFIERS:
-            problems.add(f"unknown modifier `{key}` (known: {', '.join(_MODIFIERS)})", f"{path}.{text}.{key}")
-    if "files" in mods:
-        problems.warnings.append(f"circle.yml ({path}): the `files` modifier is ignored")
-    timeout = _timeout(mods.get("timeout", DEFAULT_NO_OUTPUT_TIMEOUT))
-    if timeout is None:
-        problems.add("`timeout` must be a positive number of seconds", f"{path}.{text}.timeout")
-        timeout = DEFAULT_NO_OUTPUT_TIMEOUT
-    pwd = mods.get("pwd", home)
-    if pwd is not None and not isinstance(pwd, str):
-        problems.add("`pwd` must be a path", f"{path}.{text}.pwd")
-        pwd = home
-    env = _env(mods["environment"], f"{path}.{text}.environment", problems) if "environment" in mods else {}
-    parallel = mods.get("parallel", False)
-    if not isinstance(parallel, bool):
-        problems.add("`parallel` must be true or false", f"{path}.{text}.parallel")
-    background = mods.get("background", False)
-    if not isinstance(background, bool):
-        problems.add("`background` must be true or false", f"{path}.{text}.background")
-    return command_step(
-        Command(command=str(text)),
-        phase,
-        source="config",
-        environment=env,
-        working_directory=pwd,
-        no_output_timeout=float(timeout),
-        background=background is True,
-        parallel=_on_every_node(phase, parallel is True),
-    )
-
-
-def _empty(text: object, path: str, problems: Problems) -> bool:
-    if str(text).strip():
-        return False
-    problems.warnings.append(f"circle.yml ({path}): an empty command is ignored")
-    return True
-
-
-def _timeout(value: object) -> float | None:
-    """A modifier's `timeout` in seconds: a positive finite number, or such a number as a
-    string ("1200"); None otherwise (`.inf`, `.nan`, 0, negative, other text)."""
-    if isinstance(value, str) and _NUMBER.fullmatch(value):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    seconds = float(value)
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
-
-
 def matches_spec(spec: object, value: str | None) -> bool:
     """Whether a deployment's `branch`/`tag` (a name, a /regex/ full match, or a list) takes `value`."""
     if value is None or spec is None:
@@ -420,7 +286,7 @@ def _deployment(
         _check_section(section, path, problems)
         if "heroku" in section:
             problems.warnings.append(f"circle.yml ({path}): heroku deployments are not run by circlet")
-        steps = _commands(section.get("commands"), f"{path}.commands", Phase.DEPLOYMENT, problems)
+        steps = commands(section.get("commands"), f"{path}.commands", Phase.DEPLOYMENT, problems)
         if (
             chosen is None
             and len(problems.items) == before
