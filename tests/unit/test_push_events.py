@@ -188,7 +188,9 @@ def test_the_first_poll_learns_then_moves_build(world: tuple[Circlet, FakeSource
     pushes = Pushes(svc)
     poller = BranchPoller(pushes, interval=0)
     assert poller.poll_all() == []  # learns main only
-    second = source.add_commit(URL, files={"a": "1"}, message="Second")
+    # (a tag push builds only with a circle.yml deployment section for it: config.md 12.1)
+    release = "deployment:\n  release:\n    tag: /v.*/\n    commands: [echo release]\n"
+    second = source.add_commit(URL, files={"a": "1", "circle.yml": release}, message="Second")
     source.tag(URL, "v1", second)
     made = poller.poll_all()
     assert [b.why for b in made] == [Why.PUSH, Why.PUSH]
