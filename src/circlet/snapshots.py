@@ -35,10 +35,16 @@ def build_snapshot(
             return source.snapshot(project, revision=revision, path=path)
         except (UnknownRevision, RepositoryError):
             pass  # not fetched yet (or no mirror yet): fetch, then look again
+    fetch(source, project)
+    return source.snapshot(
+        project, branch=branch if not revision else None, tag=tag, revision=revision, path=path
+    )
+
+
+def fetch(source: SourceHost, project: Project) -> None:
+    """Update the project's mirror; InvalidRequest (a 400 naming the project) when it cannot be
+    fetched. Blocking."""
     try:
         source.sync(project)
     except RepositoryError as exc:
         raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
-    return source.snapshot(
-        project, branch=branch if not revision else None, tag=tag, revision=revision, path=path
-    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from circlet.core import circleyml, infer
 from circlet.core import config as config_mod
 from circlet.core import env as env_mod
-from circlet.core.errors import ConfigError, InvalidRequest, JobNotRunnable, RepositoryError
+from circlet.core.errors import ConfigError, InvalidRequest, JobNotRunnable
 from circlet.core.model import Build, Executor, Lifecycle, Message, Outcome, Project, Why
 from circlet.core.plan import JobPlan
 from circlet.core.ports import BuildStore, Dispatcher, SourceHost
@@ -26,7 +26,7 @@ from circlet.core.workers import containers_of, unstarted_containers
 from circlet.core.workflow import WorkflowGraph
 from circlet.journal import ActionJournal
 from circlet.pipelines import Workflows
-from circlet.snapshots import build_snapshot
+from circlet.snapshots import build_snapshot, fetch
 
 log = logging.getLogger("circlet.service")
 
@@ -286,10 +286,7 @@ class TriggerVerbs:
     def refs(self, project: Project) -> dict[str, str]:
         """Fetch the project's repository; its branches and tags (`refs/heads/x` -> commit).
         Blocking; InvalidRequest when it cannot be fetched. The branch poller calls this."""
-        try:
-            self.source.sync(project)
-        except RepositoryError as exc:
-            raise InvalidRequest(f"Could not fetch the repository of {project.slug}: {exc.message}") from exc
+        fetch(self.source, project)
         return self.source.refs(project)
 
     def _plan_without_config(
